@@ -1,0 +1,1 @@
+"""Matrix-Pano foundation: conventions, scenes and their sources, renderers, shards and the CLI."""

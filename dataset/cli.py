@@ -1,0 +1,190 @@
+"""The ``matrix-pano`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .conventions import EYE_HEIGHT
+from .scene import Scene, SceneError
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def default_pose(scene: Scene) -> np.ndarray:
+    """A sensible camera: the first spawn point at eye height, else the centre of the scene's bounds."""
+    from .conventions import pose_from_heading
+
+    if len(scene.spawn_points):
+        x, y, z, heading = scene.spawn_points[0]
+        return pose_from_heading((x, y, z + EYE_HEIGHT), heading)
+    lo, hi = scene.bounds()
+    centre = (lo + hi) / 2
+    return pose_from_heading((centre[0], centre[1], min(lo[2] + EYE_HEIGHT, centre[2])), 0.0)
+
+
+def _parse_c2w(text: str) -> np.ndarray:
+    try:
+        values = [float(x) for x in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise CliError(f"--c2w must be 16 numbers (row-major camera-to-world 4x4): {exc}") from exc
+    if len(values) != 16:
+        raise CliError(f"--c2w must be 16 numbers (row-major camera-to-world 4x4), got {len(values)}")
+    return np.array(values).reshape(1, 4, 4)
+
+
+def load_trajectory_file(path: str | Path) -> np.ndarray:
+    """Poses (N, 4, 4) from a JSON object with key ``c2w``: a list of 16-number lists (or 4x4 lists)."""
+    from .conventions import as_c2w_array
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CliError(f"trajectory file {path} does not exist") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CliError(f"cannot read trajectory file {path}: {exc}") from exc
+    if not isinstance(data, dict) or "c2w" not in data:
+        raise CliError(f"trajectory file {path} must be a JSON object with key 'c2w' (a list of 16-number lists)")
+    try:
+        poses = as_c2w_array(data["c2w"])
+    except ValueError as exc:
+        raise CliError(f"trajectory file {path}: {exc}") from exc
+    if len(poses) == 0:
+        raise CliError(f"trajectory file {path} has no poses")
+    return poses
+
+
+def _renderer(scene: Scene, args: argparse.Namespace):
+    from .render.embedded import EmbeddedRenderer, RenderSettings
+
+    return EmbeddedRenderer(scene, RenderSettings(supersample=args.supersample, shadows=args.shadows))
+
+
+def save_frame(out_dir: Path, suffix: str, rgb: np.ndarray, depth: np.ndarray) -> None:
+    """Write ``rgb{suffix}.png`` and ``depth{suffix}.npy`` (float32 range in metres)."""
+    from PIL import Image
+
+    Image.fromarray(rgb).save(out_dir / f"rgb{suffix}.png", compress_level=3)
+    np.save(out_dir / f"depth{suffix}.npy", depth.astype(np.float32))
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .sources import load_scene
+
+    if args.c2w and args.trajectory:
+        raise CliError("give either --c2w or --trajectory, not both")
+    poses = load_trajectory_file(args.trajectory) if args.trajectory else None
+    single = _parse_c2w(args.c2w) if args.c2w else None
+    scene = load_scene(args.scene)
+    print(scene.summary(), file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    renderer = _renderer(scene, args)
+    try:
+        if poses is None:
+            pose = single if single is not None else default_pose(scene)[None]
+            frames = renderer.render(pose, args.width)
+            save_frame(out, "", frames.rgb[0], frames.depth[0])
+            print(f"wrote {out / 'rgb.png'} and {out / 'depth.npy'}", file=sys.stderr)
+            return
+        start = time.perf_counter()
+        for i in tqdm(range(len(poses)), desc="render", unit="frame", file=sys.stderr):
+            frames = renderer.render(poses[i], args.width)
+            save_frame(out, f"_{i:05d}", frames.rgb[0], frames.depth[0])
+        rate = len(poses) / (time.perf_counter() - start)
+        print(f"wrote {len(poses)} frames to {out} ({rate:.1f} frames/s)", file=sys.stderr)
+    finally:
+        renderer.close()
+
+
+def cmd_scenes(args: argparse.Namespace) -> None:
+    from .sources import list_scenes
+
+    rows = list_scenes()
+    width = max(len(name) for name, _ in rows)
+    for name, doc in rows:
+        print(f"{name:<{width}}  {doc}")
+    if not any(name.startswith("openarena:") for name, _ in rows):
+        print("(no OpenArena maps found: apt-get install openarena-data, or set MATRIX_PANO_OPENARENA_PATH)",
+              file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Render a few panoramas of a procedural scene and an OpenArena level with the embedded renderer."""
+    from PIL import Image
+
+    from .render.embedded import EmbeddedRenderer
+    from .sources import list_scenes, load_scene
+
+    sources = ["procedural:indoor:0", "procedural:outdoor:0"]
+    maps = [name for name, _ in list_scenes() if name.startswith("openarena:")]
+    preferred = [m for m in ("openarena:oa_dm1", "openarena:aggressor") if m in maps]
+    sources += preferred[:1] or maps[:1]
+    if not maps:
+        print("no OpenArena maps found (apt-get install openarena-data): rendering procedural scenes only",
+              file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        scene = load_scene(source)
+        print(scene.summary(), file=sys.stderr)
+        start = time.perf_counter()
+        with EmbeddedRenderer(scene) as renderer:
+            frames = renderer.render(default_pose(scene), args.width)
+        name = source.replace(":", "_")
+        Image.fromarray(frames.rgb[0]).save(out / f"{name}.png")
+        np.save(out / f"{name}_depth.npy", frames.depth[0])
+        print(f"  {out / (name + '.png')}  ({time.perf_counter() - start:.2f} s incl. scene set-up)",
+              file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matrix-pano", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("render", help="render equirect panoramas (RGB PNG + range depth NPY) of a scene")
+    p.add_argument("scene", help="scene string: procedural:indoor:SEED, openarena:MAP, or a mesh file path")
+    p.add_argument("--c2w", help="camera-to-world pose as 16 numbers, row-major (default: first spawn point)")
+    p.add_argument("--trajectory", help="JSON file {\"c2w\": [[16 numbers], ...]}: render every pose")
+    p.add_argument("--width", type=int, default=960, help="panorama width; height is width / 2 (default 960)")
+    p.add_argument("--supersample", type=int, default=1, choices=[1, 2, 3, 4], help="colour samples per pixel side")
+    p.add_argument("--shadows", action="store_true", help="cast sun shadows (unbaked scenes only)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
+    p.set_defaults(func=cmd_scenes)
+
+    p = sub.add_parser("demo", help="render panoramas of procedural scenes and an OpenArena level")
+    p.add_argument("--out", default="demo", help="output directory (default ./demo)")
+    p.add_argument("--width", type=int, default=960, help="panorama width (default 960)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CliError, SceneError, ValueError) as exc:
+        print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"matrix-pano {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

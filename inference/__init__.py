@@ -1,0 +1,1 @@
+"""Inference: trajectory guidance, generation, reconstruction and metrics (see its issue)."""

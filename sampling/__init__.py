@@ -1,0 +1,1 @@
+"""Trajectory sampling: walkable surfaces, route graphs, camera paths and collision checks (see its issue)."""

@@ -1,0 +1,1 @@
+"""Training code for the models that consume the shards (see its issue)."""

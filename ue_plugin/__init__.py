@@ -1,0 +1,1 @@
+"""Unreal Engine backend: UnrealCV renderer, instance launcher and editor scripts (see its issue)."""
