@@ -277,7 +277,7 @@ def crop_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """
     y, p = math.radians(yaw_deg), math.radians(pitch_deg)
     ry = np.array([[math.cos(y), 0.0, math.sin(y)], [0.0, 1.0, 0.0], [-math.sin(y), 0.0, math.cos(y)]])
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(p), math.sin(p)], [0.0, -math.sin(p), math.cos(p)]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(p), -math.sin(p)], [0.0, math.sin(p), math.cos(p)]])
     return ry @ rx
 
 

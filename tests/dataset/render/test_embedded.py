@@ -187,3 +187,27 @@ def test_bad_sizes_and_poses_are_rejected(box_room):
             r.render(np.eye(4) * 2, 64)
     with pytest.raises(ValueError, match="supersample"):
         RenderSettings(supersample=7)
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".gltf"])
+def test_gltf_export_renders_the_same_depth_as_the_scene_built_in_code(tmp_path, box_room, suffix):
+    import trimesh
+
+    from dataset.conventions import world_to_gltf
+    from dataset.sources import load_scene
+
+    # Export the code-built scene as a Y-up glTF, one node per object, the way DCC tools write it.
+    gltf_scene = trimesh.Scene()
+    for i, obj in enumerate(box_room.objects):
+        faces = box_room.faces[box_room.face_object == i]
+        used, local = np.unique(faces, return_inverse=True)
+        mesh = trimesh.Trimesh(world_to_gltf(box_room.vertices[used]), local.reshape(-1, 3), process=False)
+        gltf_scene.add_geometry(mesh, node_name=obj.name, geom_name=obj.name)
+    path = tmp_path / f"scene{suffix}"
+    gltf_scene.export(path)
+    loaded = load_scene(str(path))
+    poses = np.stack([pose_from_heading((0.3, -1.0, 1.6), 0.5), pose_from_heading((-1.2, 2.0, 0.9), 2.5)])
+    with EmbeddedRenderer(box_room) as a, EmbeddedRenderer(loaded) as b:
+        da, db = a.render(poses, W).depth, b.render(poses, W).depth
+    np.testing.assert_allclose(db, da, rtol=1e-5)
+    assert sorted(o.name for o in loaded.objects) == sorted(o.name for o in box_room.objects)
