@@ -196,6 +196,15 @@ def world_to_ue(points_m: np.ndarray) -> np.ndarray:
     return np.stack([p[..., 0], -p[..., 1], p[..., 2]], axis=-1) * 100.0
 
 
+QUAKE_UNIT = 0.0254
+"""Metres per Quake 3 unit (one inch)."""
+
+
+def quake_to_world(points: np.ndarray) -> np.ndarray:
+    """Quake 3 BSP points (Z up, right-handed, inches) to world metres: (x, y, z) * 0.0254."""
+    return np.asarray(points, np.float64) * QUAKE_UNIT
+
+
 def _ue_axes(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """Rows: UE forward (X), right (Y), up (Z) axes of a UE rotator (degrees), in UE coordinates."""
     p, y, r = (math.radians(a) for a in (pitch, yaw, roll))
