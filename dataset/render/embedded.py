@@ -16,7 +16,7 @@ from ..conventions import as_c2w_array, check_equirect_size, equirect_directions
 from ..scene import Scene
 from .base import Frames
 from .raycast import EmbreeCaster, Hits
-from .shading import box_downsample, build_atlas, shade_kernel, texels_per_metre
+from .shading import box_downsample, build_atlas, rotate_directions, shade_kernel, texels_per_metre
 
 RENDERER_VERSION = "1"
 
@@ -87,7 +87,7 @@ class EmbeddedRenderer:
         self._atlas = build_atlas(scene.textures, mipmaps=s.mipmaps)
         self._tpm = texels_per_metre(scene.vertices, scene.faces, self._face_uv, self._face_tex, self._atlas)
         self._dirs: dict[tuple, np.ndarray] = {}
-        self._origin_buf: dict[int, np.ndarray] = {}
+        self._buffers: dict[tuple, np.ndarray] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -139,37 +139,42 @@ class EmbeddedRenderer:
         for k, pose in enumerate(poses):
             rot = pose[:3, :3].astype(np.float32)
             origin = pose[:3, 3].astype(np.float32)
-            dirs = centre @ rot.T
             if ss == 1:
-                self._trace(origin, dirs, pixel_angle, rgb[k].reshape(-1, 3), depth[k].reshape(-1),
+                self._trace(origin, rot, centre, pixel_angle, rgb[k].reshape(-1, 3), depth[k].reshape(-1),
                             inst[k].reshape(-1))
                 continue
             # Depth and ids from the pixel-centre rays; colour from s x s stratified rays per pixel.
-            cdirs = colour @ rot.T
-            samples = np.empty((len(cdirs), 3), np.uint8)
-            self._trace(origin, cdirs, pixel_angle / ss, samples, np.empty(len(cdirs), np.float32),
-                        np.empty(len(cdirs), np.int32))
+            samples = np.empty((len(colour), 3), np.uint8)
+            self._trace(origin, rot, colour, pixel_angle / ss, samples, np.empty(len(colour), np.float32),
+                        np.empty(len(colour), np.int32))
             box_downsample(samples, h, w, ss, rgb[k])
-            self._trace(origin, dirs, pixel_angle, np.empty((len(dirs), 3), np.uint8), depth[k].reshape(-1),
-                        inst[k].reshape(-1))
+            self._trace(origin, rot, centre, pixel_angle, np.empty((len(centre), 3), np.uint8),
+                        depth[k].reshape(-1), inst[k].reshape(-1))
         return Frames(rgb, depth, inst)
 
+    def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A scratch array reused across frames (one per name and shape)."""
+        key = (name, shape)
+        if key not in self._buffers:
+            self._buffers[key] = np.empty(shape, dtype)
+        return self._buffers[key]
+
     def _origins(self, origin: np.ndarray, n: int) -> np.ndarray:
-        """(n, 3) float32 copies of one ray origin, in a buffer reused across frames."""
-        buf = self._origin_buf.get(n)
-        if buf is None:
-            buf = self._origin_buf[n] = np.empty((n, 3), np.float32)
+        """(n, 3) float32 copies of one ray origin."""
+        buf = self._buffer("origins", (n, 3), np.float32)
         buf[:] = origin
         return buf
 
-    def _trace(self, origin: np.ndarray, dirs: np.ndarray, pixel_angle: float, out_rgb: np.ndarray,
-               out_depth: np.ndarray, out_inst: np.ndarray) -> None:
-        """Cast and shade every ray into the output views; each thread casts and shades its own chunk."""
+    def _trace(self, origin: np.ndarray, rot: np.ndarray, cam_dirs: np.ndarray, pixel_angle: float,
+               out_rgb: np.ndarray, out_depth: np.ndarray, out_inst: np.ndarray) -> None:
+        """Rotate, cast and shade every ray into the output views; each thread does its own chunk."""
         s = self.settings
         sun = s.sun_direction()
         shadows = s.shadows and not self.scene.baked_lighting
-        origins = self._origins(origin, len(dirs))
-        hits = Hits.empty(len(dirs))
+        n = len(cam_dirs)
+        origins = self._origins(origin, n)
+        dirs = self._buffer("dirs", (n, 3), np.float32)
+        hits = Hits.empty(n)
         a = self._atlas
         consts = (np.float32(pixel_angle), self._face_uv, self._face_tex, self._face_base, self._face_col,
                   self._face_lm, self._face_lmuv, self._normals, self._tpm,
@@ -179,12 +184,13 @@ class EmbeddedRenderer:
                   np.asarray(s.sky_horizon, np.float32), np.asarray(s.ground, np.float32), self.scene.face_object)
 
         def chunk(sl: slice) -> None:
+            rotate_directions(cam_dirs[sl], rot, dirs[sl])
             self.caster.cast_slice(origins, dirs, sl, hits)
             shadow = self._shadow(origins[sl], dirs[sl], hits.t[sl], hits.prim[sl], sun) if shadows else _ONES
-            shade_kernel(hits.prim[sl], hits.u[sl], hits.v[sl], dirs[sl], shadows, shadow, *consts, hits.t[sl], *lights,
-                         out_rgb[sl], out_depth[sl], out_inst[sl])
+            shade_kernel(hits.prim[sl], hits.u[sl], hits.v[sl], dirs[sl], shadows, shadow, *consts, hits.t[sl],
+                         *lights, out_rgb[sl], out_depth[sl], out_inst[sl])
 
-        self.caster.map_chunks(chunk, len(dirs))
+        self.caster.map_chunks(chunk, n)
 
     def _shadow(self, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, prim: np.ndarray,
                 sun: np.ndarray) -> np.ndarray:
@@ -194,7 +200,7 @@ class EmbeddedRenderer:
         normals = self._normals[prim[idx]]
         facing = np.einsum("ij,ij->i", normals, dirs[idx]) > 0
         normals[facing] *= -1
-        lit = (normals @ sun) > 0
+        lit = np.einsum("ij,j->i", normals, sun) > 0
         idx, normals = idx[lit], normals[lit]
         points = origins[idx] + dirs[idx] * t[idx, None]
         points += normals * np.float32(1e-3) * np.maximum(1.0, t[idx, None])

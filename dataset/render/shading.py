@@ -92,6 +92,9 @@ def texels_per_metre(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, f
 @nb.njit(inline="always", fastmath=True)
 def _bilinear(data, off, w, h, s, t, wrap):
     """Bilinear RGB lookup (0..1) at texture coordinates (s, t), wrapping or clamping."""
+    if wrap:  # repeat: bring (s, t) into [0, 1) with float ops (integer modulo is slow)
+        s -= math.floor(s)
+        t -= math.floor(t)
     x = s * w - 0.5
     y = t * h - 0.5
     x0f = math.floor(x)
@@ -103,10 +106,14 @@ def _bilinear(data, off, w, h, s, t, wrap):
     x1 = x0 + 1
     y1 = y0 + 1
     if wrap:
-        x0 %= w
-        x1 %= w
-        y0 %= h
-        y1 %= h
+        if x0 < 0:
+            x0 += w
+        if y0 < 0:
+            y0 += h
+        if x1 >= w:
+            x1 -= w
+        if y1 >= h:
+            y1 -= h
     else:
         x0 = min(max(x0, 0), w - 1)
         x1 = min(max(x1, 0), w - 1)
@@ -242,3 +249,14 @@ def box_downsample(samples, h, w, ss, out):
                     for dx in range(ss):
                         acc += samples[base + dx, c]
                 out[y, x, c] = np.uint8(acc * inv + 0.5)
+
+
+@nb.njit(cache=True, nogil=True)
+def rotate_directions(src, rot, out):
+    """out[i] = rot @ src[i] for (N, 3) float32 directions (no BLAS: its spinning threads slow the caster)."""
+    for i in range(src.shape[0]):
+        x = src[i, 0]
+        y = src[i, 1]
+        z = src[i, 2]
+        for k in range(3):
+            out[i, k] = rot[k, 0] * x + rot[k, 1] * y + rot[k, 2] * z
