@@ -39,6 +39,13 @@ class RenderSettings:
     """Cast shadow rays toward the sun (one extra ray per lit pixel)."""
     exposure: float = 1.0
     """Multiplier on all light, baked or not."""
+    auto_gain: bool = True
+    """Brighten dark scenes once per scene (never per frame, so clips do not flicker): probe panoramas
+    from the spawn points set the tone-curve gain that brings their median brightness to the target."""
+    target_brightness: float = 0.4
+    """Median sRGB brightness (0-1) of the probe panoramas that the automatic gain aims at."""
+    max_gain: float = 8.0
+    """Upper bound of the automatic gain (it only brightens: its lower bound is 1)."""
     mipmaps: bool = True
     """Filter textures by ray footprint (trilinear mip-mapping): no shimmering at a distance."""
     sky_zenith: tuple[float, float, float] = (0.36, 0.56, 0.86)
@@ -88,6 +95,10 @@ class EmbeddedRenderer:
         self._tpm = texels_per_metre(scene.vertices, scene.faces, self._face_uv, self._face_tex, self._atlas)
         self._dirs: dict[tuple, np.ndarray] = {}
         self._buffers: dict[tuple, np.ndarray] = {}
+        self.gain = 1.0
+        """Tone-curve gain chosen for this scene by ``auto_gain`` (1 = none)."""
+        if s.auto_gain:
+            self.gain = self._probe_gain()
 
     # ------------------------------------------------------------------ public API
 
@@ -118,6 +129,25 @@ class EmbeddedRenderer:
         self.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _probe_gain(self, width: int = 128) -> float:
+        """Gain that brings the median brightness of small panoramas from the spawn points to the target."""
+        from ..conventions import EYE_HEIGHT, pose_from_heading
+
+        spawns = self.scene.spawn_points[:8]
+        if len(spawns) == 0:
+            lo, hi = self.scene.bounds()
+            c = (lo + hi) / 2
+            spawns = np.array([[c[0], c[1], max(lo[2], c[2] - EYE_HEIGHT), 0.0]])
+        poses = np.stack([pose_from_heading((x, y, z + EYE_HEIGHT), h) for x, y, z, h in spawns])
+        frames = self.render(poses, width)
+        hit = frames.depth > 0
+        if not hit.any():
+            return 1.0
+        m = min(max(float(np.median(frames.rgb[hit].mean(axis=1))) / 255.0, 1e-3), 0.999)
+        t = self.settings.target_brightness
+        gain = t * (1.0 - m) / (m * (1.0 - t))  # solves m g / (1 + m (g - 1)) = t, the tone curve at m
+        return float(np.clip(gain, 1.0, self.settings.max_gain))
 
     def _directions(self, key: tuple) -> np.ndarray:
         """Camera-frame unit ray directions (P, 3) float32, cached per camera model and size."""
@@ -180,8 +210,9 @@ class EmbeddedRenderer:
                   self._face_lm, self._face_lmuv, self._normals, self._tpm,
                   a.data, a.offset, a.width, a.height, a.levels)
         lights = (self.scene.baked_lighting, self._has_col, sun, np.float32(s.sun_strength),
-                  np.float32(s.sky_strength), np.float32(s.exposure), np.asarray(s.sky_zenith, np.float32),
-                  np.asarray(s.sky_horizon, np.float32), np.asarray(s.ground, np.float32), self.scene.face_object)
+                  np.float32(s.sky_strength), np.float32(s.exposure), np.float32(self.gain),
+                  np.asarray(s.sky_zenith, np.float32), np.asarray(s.sky_horizon, np.float32),
+                  np.asarray(s.ground, np.float32), self.scene.face_object)
 
         def chunk(sl: slice) -> None:
             rotate_directions(cam_dirs[sl], rot, dirs[sl])

@@ -134,11 +134,19 @@ def _bilinear(data, off, w, h, s, t, wrap):
     return r, g, b
 
 
+@nb.njit(inline="always", fastmath=True)
+def _tone(x, gain):
+    """Brighten by ``gain`` with a rational curve: slope ``gain`` at black, 1 stays 1 (white stays white,
+    highlights roll off instead of clipping); ``gain`` = 1 is the identity. Clamped to [0, 1]."""
+    x = max(x, 0.0)
+    return min(x * gain / (1.0 + x * (gain - 1.0)), 1.0)
+
+
 @nb.njit(fastmath=True, cache=True, nogil=True)
 def shade_kernel(prim, bu, bv, dirs, has_shadow, shadow, pixel_angle,
                  face_uv, face_tex, face_base, face_col, face_lm, face_lmuv, face_normal, face_tpm,
                  atlas_data, atlas_off, atlas_w, atlas_h, atlas_levels, t_hit,
-                 baked, has_col, sun, sun_strength, sky_strength, exposure,
+                 baked, has_col, sun, sun_strength, sky_strength, exposure, gain,
                  sky_zenith, sky_horizon, ground, face_object, out_rgb, out_depth, out_inst):
     """Shade every ray on the calling thread (callers split work in chunks).
 
@@ -230,9 +238,9 @@ def shade_kernel(prim, bu, bv, dirs, has_shadow, shadow, pixel_angle,
             r = math.sqrt(r * r * light)
             g = math.sqrt(g * g * light)
             b = math.sqrt(b * b * light)
-        out_rgb[i, 0] = np.uint8(min(255.0, max(r, 0.0) * 255.0 + 0.5))
-        out_rgb[i, 1] = np.uint8(min(255.0, max(g, 0.0) * 255.0 + 0.5))
-        out_rgb[i, 2] = np.uint8(min(255.0, max(b, 0.0) * 255.0 + 0.5))
+        out_rgb[i, 0] = np.uint8(_tone(r, gain) * 255.0 + 0.5)
+        out_rgb[i, 1] = np.uint8(_tone(g, gain) * 255.0 + 0.5)
+        out_rgb[i, 2] = np.uint8(_tone(b, gain) * 255.0 + 0.5)
 
 
 @nb.njit(cache=True, nogil=True)

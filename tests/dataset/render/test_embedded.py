@@ -104,7 +104,7 @@ def test_texture_orientation_top_left_origin():
     tex[32:, :32] = (0, 0, 255)  # bottom-left blue
     tex[32:, 32:] = (255, 255, 255)
     scene = quad_scene(tex)
-    with EmbeddedRenderer(scene, RenderSettings(mipmaps=False)) as r:
+    with EmbeddedRenderer(scene, RenderSettings(mipmaps=False, auto_gain=False)) as r:
         img = r.render_perspective(pose_from_heading((0, 0, 0), 0.0), 64, 64, fov_deg=60).rgb[0]
     # The quad spans about +-18 degrees; sample well inside each quadrant.
     assert tuple(img[22, 22]) == (255, 0, 0)
@@ -211,3 +211,26 @@ def test_gltf_export_renders_the_same_depth_as_the_scene_built_in_code(tmp_path,
         da, db = a.render(poses, W).depth, b.render(poses, W).depth
     np.testing.assert_allclose(db, da, rtol=1e-5)
     assert sorted(o.name for o in loaded.objects) == sorted(o.name for o in box_room.objects)
+
+
+@pytest.mark.openarena
+def test_openarena_levels_render_textured_lit_panoramas():
+    from dataset.cli import default_pose
+    from dataset.sources import load_scene
+    from dataset.sources.quake3 import find_openarena_maps
+
+    maps = [f"openarena:{name}" for name, _ in find_openarena_maps()]
+    if not maps:
+        pytest.skip("openarena-data is not installed (apt-get install openarena-data)")
+    wanted = [m for m in ("openarena:oa_dm1", "openarena:aggressor", "openarena:oa_dm4") if m in maps] or maps[:3]
+    for source in wanted:
+        scene = load_scene(source)
+        with EmbeddedRenderer(scene) as r:
+            f = r.render(default_pose(scene), 256)
+        hit = f.depth[0] > 0
+        assert hit.mean() > 0.5, f"{source}: a spawn point is inside the level, most rays hit"
+        assert 0.3 < np.median(f.depth[0][hit]) < 60, f"{source}: distances are metres, not inches"
+        lum = f.rgb[0][hit].mean(axis=1)
+        assert 15 < lum.mean() < 230, f"{source}: light-mapped panorama is neither black nor blown out"
+        assert lum.std() > 8, f"{source}: textures and lighting vary across the panorama"
+        assert len(np.unique(f.instance[0][hit])) >= 1
