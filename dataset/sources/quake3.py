@@ -39,6 +39,8 @@ from PIL import Image
 from ..conventions import quake_to_world
 from ..scene import Material, Scene, SceneError, SceneObject
 
+STEP_SIZE = 18.0
+"""Quake units a player steps up without jumping (stairs in Quake 3 levels are built for it)."""
 PLAYER_MINS_Z = 24.0
 """Quake units from a spawn point's origin down to the player's feet (bounding box mins z)."""
 DEFAULT_SUBDIVISIONS = 8
@@ -134,7 +136,8 @@ def load_quake3(source: str) -> Scene:
             data = archives.read((archive, member))
             where = f"{archive}:{member}"
             provenance = {"archive": archive, "map": _MAP_MEMBER.match(member).group(1), "bsp": member}
-        provenance.update({"loader": "quake3", "bsp_bytes": len(data), "subdivisions": subdivisions})
+        provenance.update({"loader": "quake3", "bsp_bytes": len(data), "subdivisions": subdivisions,
+                           "step_height_m": float(quake_to_world(STEP_SIZE))})
         scene = _build_scene(_parse_bsp(data, where), archives, subdivisions, where, provenance)
     scene.name = source
     return scene

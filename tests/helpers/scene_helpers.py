@@ -23,14 +23,17 @@ def box_faces(lo, hi, inward: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 def make_scene(boxes: list[tuple], name: str = "test", textures: list[np.ndarray] | None = None,
                baked: bool = False) -> Scene:
-    """Scene of boxes given as (lo, hi, inward, rgb, object_name); planar UVs from world x/y (1 repeat per m)."""
+    """Scene of boxes given as (lo, hi, inward, rgb, object_name[, kind]); kind defaults to "structure" for
+    inward boxes (rooms) and "prop" for the others."""
     verts, faces, fmat, fobj, mats, objs = [], [], [], [], [], []
-    for i, (lo, hi, inward, rgb, obj) in enumerate(boxes):
+    for i, spec in enumerate(boxes):
+        lo, hi, inward, rgb, obj = spec[:5]
+        kind = spec[5] if len(spec) > 5 else ("structure" if inward else "prop")
         v, f = box_faces(lo, hi, inward)
         faces.append(f + sum(len(x) for x in verts))
         verts.append(v)
         mats.append(Material(f"m{i}", tuple(rgb), -1))
-        objs.append(SceneObject(obj, "structure" if inward else "prop"))
+        objs.append(SceneObject(obj, kind))
         fmat.append(np.full(len(f), i))
         fobj.append(np.full(len(f), i))
     return Scene(vertices=np.concatenate(verts), faces=np.concatenate(faces), face_material=np.concatenate(fmat),
