@@ -107,6 +107,31 @@ def cmd_render(args: argparse.Namespace) -> None:
         renderer.close()
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    from sampling.paths import PathConfig
+    from sampling.plot import plot_sampling
+    from sampling.sampler import SamplingConfig, sample_trajectories
+
+    from .sources import load_scene
+
+    if args.count < 1:
+        raise CliError("--count must be at least 1")
+    config = SamplingConfig(path=PathConfig(frames=args.frames, step=args.step, fps=args.fps, heading=args.heading))
+    scene = load_scene(args.scene)
+    print(scene.summary(), file=sys.stderr)
+    start = time.perf_counter()
+    result = sample_trajectories(scene, args.count, seed=args.seed, config=config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trajectories.json").write_text(json.dumps(result.to_json(args.scene, args.seed, config)))
+    plot_sampling(result, out / "plot.png", title=f"{args.scene}: {len(result.trajectories)} paths, "
+                                                   f"{len(result.discarded)} discarded")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{len(result.trajectories)} trajectories ({len(result.discarded)} discarded) in "
+          f"{time.perf_counter() - start:.1f} s: {out / 'trajectories.json'}, {out / 'plot.png'}", file=sys.stderr)
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -161,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadows", action="store_true", help="cast sun shadows (unbaked scenes only)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("sample", help="sample collision-free camera trajectories on a scene's walkable floor")
+    p.add_argument("scene", help="scene string: procedural:indoor:SEED, openarena:MAP, or a mesh file path")
+    p.add_argument("--count", type=int, default=4, help="trajectories wanted (default 4)")
+    p.add_argument("--frames", type=int, default=49, help="poses per trajectory (default 49)")
+    p.add_argument("--step", type=float, default=0.1, help="metres between frames (default 0.1)")
+    p.add_argument("--fps", type=float, default=12.0, help="frame rate for turn-rate limits (default 12)")
+    p.add_argument("--heading", default="travel", choices=["travel", "fixed", "look_around"],
+                   help="heading policy (default travel)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output directory: trajectories.json and plot.png")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)

@@ -1,7 +1,8 @@
 """Route graph over walkable floor: well-spread points, Delaunay triangulation, edges one can walk.
 
 Points are spread over the walkable cells like a Poisson-disk sample (one random cell per
-``spacing`` square and storey, then pairs closer than ``min_distance_factor * spacing`` pruned).
+``spacing`` square and storey, then pairs closer than ``min_distance_factor * spacing`` pruned), with
+extra points in narrow passages (doorways), where straight edges could otherwise not pass.
 Delaunay triangulation runs on the XY of the points *per height slab* (``slab_height`` high,
 overlapping by half), so storeys stacked above each other are never triangulated together while
 stairs and ramps, whose points change height gradually, are covered by the overlap. Candidate edges
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
@@ -55,22 +57,58 @@ class RouteGraph:
                           np.concatenate([j, i]))), shape=(n, n))
 
 
+def _grid_pick(pts: np.ndarray, region: np.ndarray, spacing: float, storey_height: float,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random point per ``spacing`` square, storey and region."""
+    order = rng.permutation(len(pts))
+    pts, region = pts[order], region[order]
+    cols = [np.floor(pts[:, 0] / spacing), np.floor(pts[:, 1] / spacing),
+            np.floor(pts[:, 2] / storey_height), region]
+    key = np.zeros(len(pts), np.int64)
+    for c in cols:  # one integer per (square, storey, region): np.unique on it is fast
+        c = (c - c.min()).astype(np.int64)
+        key = key * (int(c.max()) + 1) + c
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)  # keep the random order of the permutation
+    return pts[first], region[first]
+
+
+def narrow_cells(walk: WalkableSurface, width: float) -> np.ndarray:
+    """Indices (into ``walk.cell_centres()``) of cells in passages narrower than about ``width``: doorways,
+    gaps between furniture. Measured per floor level as the walkable fraction of a ``width`` square."""
+    pts, _, _ = walk.cell_centres()
+    if len(pts) == 0:
+        return np.zeros(0, np.int64)
+    levels = walk.levels() or [(float(pts[:, 2].min()), float(pts[:, 2].max()))]
+    centres = np.array([(a + b) / 2 for a, b in levels])
+    level = np.argmin(np.abs(pts[:, 2:3] - centres[None]), axis=1)
+    ix, iy, _ = walk.cell_of(pts[:, :2])
+    size = max(3, int(round(width / walk.cell)) | 1)
+    out = []
+    for k in range(len(levels)):
+        sel = np.flatnonzero(level == k)
+        mask = np.zeros(walk.z.shape[:2])
+        mask[iy[sel], ix[sel]] = 1.0
+        frac = ndimage.uniform_filter(mask, size=size, mode="constant")
+        out.append(sel[frac[iy[sel], ix[sel]] < 0.6])
+    return np.concatenate(out)
+
+
 def sample_nodes(walk: WalkableSurface, cfg: GraphConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Well-spread floor points (N, 3) and their regions."""
+    """Well-spread floor points (N, 3) and their regions, denser in narrow passages (doorways) so that
+    straight edges can pass through them."""
     pts, _, region = walk.cell_centres()
     if len(pts) == 0:
         return np.zeros((0, 3)), np.zeros(0, np.int64)
-    order = rng.permutation(len(pts))
-    pts, region = pts[order], region[order]
-    storey = np.floor(pts[:, 2] / max(walk.config.clearance, 1e-3))
-    key = np.column_stack([np.floor(pts[:, 0] / cfg.spacing), np.floor(pts[:, 1] / cfg.spacing), storey, region])
-    _, first = np.unique(key, axis=0, return_index=True)
-    first = np.sort(first)  # keep the random order of the permutation
-    pts, region = pts[first], region[first]
+    storey = max(walk.config.clearance, 1e-3)
+    narrow = narrow_cells(walk, cfg.spacing)
+    np_pts, np_reg = _grid_pick(pts[narrow], region[narrow], cfg.spacing / 2, storey, rng)
+    g_pts, g_reg = _grid_pick(pts, region, cfg.spacing, storey, rng)
+    pts, region = np.concatenate([np_pts, g_pts]), np.concatenate([np_reg, g_reg])
     drop = np.zeros(len(pts), bool)
     for a, b in sorted(cKDTree(pts).query_pairs(cfg.min_distance_factor * cfg.spacing)):
         if not drop[a] and not drop[b]:
-            drop[b] = True
+            drop[max(a, b)] = True  # passage nodes come first and are kept
     return pts[~drop], region[~drop]
 
 

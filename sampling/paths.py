@@ -129,23 +129,47 @@ def _chaikin(poly: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def resample(poly: np.ndarray, frames: int, step: float) -> np.ndarray:
-    """``frames`` points ``step`` metres apart along a polyline (3D arc length) from its start."""
-    seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
+    """``frames`` points ``step`` metres apart horizontally along a polyline, from its start.
+
+    Horizontal arc length: the camera keeps a constant walking speed over the ground; on stairs it
+    climbs as it goes instead of slowing down by the climb.
+    """
+    seg = np.linalg.norm(np.diff(poly[:, :2], axis=0), axis=1)
     arc = np.concatenate([[0.0], np.cumsum(seg)])
     s = np.arange(frames) * step
     return np.column_stack([np.interp(s, arc, poly[:, k]) for k in range(3)])
 
 
+def track_floor(walk: WalkableSurface, points: np.ndarray) -> np.ndarray:
+    """Floor height under consecutive points (N, 3), each looked up near the previous floor height.
+
+    Following the floor point by point keeps a walk on its storey and on the treads of stairs, where
+    heights interpolated between route nodes can be off by more than a step. NaN where the floor ends.
+    """
+    z = np.full(len(points), np.nan)
+    hint = points[0, 2]
+    for i, p in enumerate(points):
+        zi, _ = walk.floor_at(np.array([[p[0], p[1], hint]]))
+        if not np.isfinite(zi[0]):
+            zi, _ = walk.floor_at(p[None])  # e.g. the route's own height after a gap in the lookup
+        z[i] = zi[0]
+        if np.isfinite(zi[0]):
+            hint = zi[0]
+    return z
+
+
 def smooth_floor_walk(walk: WalkableSurface, floor_points: np.ndarray, cfg: PathConfig) -> np.ndarray | None:
-    """Rounded, resampled floor points (frames, 3) of a route, or None if no rounding stays on the floor."""
+    """Rounded, resampled floor points (frames, 3) of a route, or None if no rounding stays on the floor.
+
+    Every resampled point must be on walkable floor, and consecutive points (``step`` apart) may differ
+    in height by at most a step plus ``step`` (a 45-degree climb): no jumps between storeys.
+    """
+    max_dz = walk.config.step_height + cfg.step
     for cuts in range(cfg.corner_cuts, -1, -1):
-        poly = _chaikin(floor_points, cuts)
-        pts = resample(poly, cfg.frames, cfg.step)
-        z, _ = walk.floor_at(pts)
-        if not np.isfinite(z).all():
-            continue
-        pts[:, 2] = z
-        if walk.walk(pts[:-1], pts[1:]).all():
+        pts = resample(_chaikin(floor_points, cuts), cfg.frames, cfg.step)
+        z = track_floor(walk, pts)
+        if np.isfinite(z).all() and (np.abs(np.diff(z)) <= max_dz).all():
+            pts[:, 2] = z
             return pts
     return None
 

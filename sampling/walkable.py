@@ -39,13 +39,15 @@ DEFAULT_STEP_HEIGHT = 0.3
 """Step height in metres when neither the config nor the scene gives one (human stairs rise <= 0.2 m)."""
 NEIGHBOURS = ((1, 0), (0, 1), (1, 1), (1, -1))
 """Half of the 8-neighbourhood (the other half is the same edges reversed)."""
+PASSAGE_HEIGHTS = (0.4, 1.2)
+"""Heights above the floor (m) at which passage between neighbouring cells is tested with rays."""
 
 
 @dataclass
 class WalkableConfig:
     """Parameters of the walkable-surface extraction (metres and degrees)."""
 
-    cell_size: float = 0.1
+    cell_size: float = 0.15
     """XY grid resolution."""
     max_slope_deg: float = 35.0
     """Steepest surface that still counts as floor (ramps; stairs are flat treads)."""
@@ -158,12 +160,12 @@ class WalkableSurface:
         ok &= np.abs(z - b[:, 2]) <= self.config.step_height
         return ok
 
-    def levels(self, region: int, bin_height: float = 0.5, min_area: float = 2.0) -> list[tuple[float, float]]:
-        """Floor levels (z_min, z_max) of a region: runs of height bins holding at least ``min_area`` m².
-
-        Stair and ramp cells, spread thinly over many heights, fall between levels and belong to none.
+    def levels(self, region: int | None = None, bin_height: float = 0.5,
+               min_area: float = 2.0) -> list[tuple[float, float]]:
+        """Floor levels (z_min, z_max) of a region (or of all regions): runs of height bins holding at
+        least ``min_area`` m². Stair and ramp cells, spread thinly over many heights, belong to none.
         """
-        z = self.z[self.region == region].astype(np.float64)
+        z = self.z[(self.region == region) if region is not None else (self.region >= 0)].astype(np.float64)
         if len(z) == 0:
             return []
         lo = math.floor(z.min() / bin_height) * bin_height
@@ -262,10 +264,9 @@ def extract_walkable(scene: Scene, config: WalkableConfig | None = None,
             floor = _floor_candidates(heights, nz, cfg)
         else:
             floor = _navmesh_floor(navmesh, xs, ys, top, cfg, heights)
+        z, region = _connect_and_erode(floor, np.array([xs[0], ys[0]]), cell, cfg, caster)
     finally:
         caster.close()
-
-    z, region = _connect_and_erode(floor, cell, cfg)
     if not np.isfinite(z).any():
         notes.append("no walkable surface: no upward-facing floor with "
                      f"{cfg.clearance:.1f} m headroom and {2 * cfg.camera_radius:.1f} m width was found "
@@ -304,8 +305,14 @@ def _navmesh_floor(navmesh: tuple[np.ndarray, np.ndarray], xs: np.ndarray, ys: n
     return np.where(ok, nav_h, np.nan)
 
 
-def _connect_and_erode(floor: np.ndarray, cell: float, cfg: WalkableConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Connect floor layers across neighbouring columns, erode by the camera radius, label regions."""
+def _connect_and_erode(floor: np.ndarray, origin: np.ndarray, cell: float, cfg: WalkableConfig,
+                       caster: EmbreeCaster) -> tuple[np.ndarray, np.ndarray]:
+    """Connect floor layers across neighbouring columns, erode by the camera radius, label regions.
+
+    Two neighbouring floor cells connect when their heights differ by at most a step and horizontal
+    rays between them (at ``PASSAGE_HEIGHTS`` above the higher floor) hit nothing: walls thinner than
+    a cell, which columns of rays can slip past, still separate rooms.
+    """
     ny, nx, n_layers = floor.shape
     # Compact the layers: keep only the layers that hold floor somewhere.
     order = np.argsort(~np.isfinite(floor), axis=2, kind="stable")
@@ -314,27 +321,27 @@ def _connect_and_erode(floor: np.ndarray, cell: float, cfg: WalkableConfig) -> t
     floor = floor[..., : max(keep, 1)]
     n_layers = floor.shape[2]
     valid = np.isfinite(floor)
-    degree = np.zeros(floor.shape, np.int32)
     rows, cols = [], []
     for dx, dy in NEIGHBOURS:
-        for sx, sy in ((dx, dy), (-dx, -dy)):
-            src, dst = _shifted(floor, sx, sy)  # dst[y, x] = floor[y + sy, x + sx]
-            close = np.abs(src[..., :, None] - dst[..., None, :]) <= cfg.step_height  # (ny, nx, L, L)
-            degree += close.any(axis=3)
-            if (sx, sy) == (dx, dy):
-                iy, ix, la, lb = np.nonzero(close)
-                rows.append(np.ravel_multi_index((iy, ix, la), floor.shape))
-                cols.append(np.ravel_multi_index((iy + sy, ix + sx, lb), floor.shape))
+        src, dst = _shifted(floor, dx, dy)  # dst[y, x] = floor[y + dy, x + dx]
+        close = np.abs(src[..., :, None] - dst[..., None, :]) <= cfg.step_height  # (ny, nx, L, L)
+        iy, ix, la, lb = np.nonzero(close)
+        za, zb = floor[iy, ix, la], floor[iy + dy, ix + dx, lb]
+        free = _passage_free(caster, origin, cell, ix, iy, dx, dy, np.maximum(za, zb))
+        rows.append(np.ravel_multi_index((iy[free], ix[free], la[free]), floor.shape))
+        cols.append(np.ravel_multi_index((iy[free] + dy, ix[free] + dx, lb[free]), floor.shape))
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    degree = np.bincount(r, minlength=floor.size) + np.bincount(c, minlength=floor.size)
+    degree = degree.reshape(floor.shape)
     # Boundary cells lack a connected neighbour in some direction; erode by the camera radius from them.
     boundary = valid & (degree < 8)
     radius = int(math.ceil(cfg.camera_radius / cell))
     unsafe = boundary.copy()
     if radius > 0 and boundary.any():
-        unsafe = _dilate_through_graph(boundary, np.concatenate(rows), np.concatenate(cols), radius)
+        unsafe = _dilate_through_graph(boundary, r, c, radius)
     safe = valid & ~unsafe
     # Regions: connected components over safe cells only.
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
     flat_safe = safe.ravel()
     both = flat_safe[r] & flat_safe[c]
     n = floor.size
@@ -344,6 +351,21 @@ def _connect_and_erode(floor: np.ndarray, cell: float, cfg: WalkableConfig) -> t
     region = _relabel_by_size(labels, cfg.min_region_area / cell**2).reshape(ny, nx, n_layers)
     z = np.where(region >= 0, floor, np.nan).astype(np.float32)
     return z, region.astype(np.int32)
+
+
+def _passage_free(caster: EmbreeCaster, origin: np.ndarray, cell: float, ix: np.ndarray, iy: np.ndarray,
+                  dx: int, dy: int, z: np.ndarray) -> np.ndarray:
+    """Whether horizontal rays from cells (ix, iy) to (ix + dx, iy + dy) at PASSAGE_HEIGHTS above ``z``
+    are all unobstructed."""
+    free = np.ones(len(ix), bool)
+    if len(ix) == 0:
+        return free
+    length = cell * math.hypot(dx, dy)
+    direction = np.array([dx, dy, 0.0], np.float32) * np.float32(cell / length)
+    for h in PASSAGE_HEIGHTS:
+        o = np.column_stack([origin[0] + ix * cell, origin[1] + iy * cell, z + h]).astype(np.float32)
+        free &= ~caster.occluded(o, np.broadcast_to(direction, o.shape).copy(), length)
+    return free
 
 
 def _shifted(a: np.ndarray, sx: int, sy: int) -> tuple[np.ndarray, np.ndarray]:

@@ -74,10 +74,11 @@ class EmbreeCaster:
         self.map_chunks(lambda s: self.cast_slice(origins, directions, s, out), len(directions))
         return out
 
-    def occluded(self, origins: np.ndarray, directions: np.ndarray, max_dist: float = 1e30) -> np.ndarray:
+    def occluded(self, origins: np.ndarray, directions: np.ndarray, max_dist: float | np.ndarray = 1e30) -> np.ndarray:
         """(N,) bool: whether anything lies along each ray within ``max_dist`` (calling thread only)."""
-        dists = np.full(len(directions), max_dist, np.float32)
-        return self._scene.run(origins, directions, dists=dists, query="OCCLUDED") >= 0
+        dists = np.ascontiguousarray(np.broadcast_to(np.asarray(max_dist, np.float32), (len(directions),)))
+        return self._scene.run(np.ascontiguousarray(origins, np.float32), np.ascontiguousarray(directions, np.float32),
+                               dists=dists, query="OCCLUDED") >= 0
 
     def close(self) -> None:
         if self._pool is not None:

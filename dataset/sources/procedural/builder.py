@@ -78,6 +78,18 @@ class MeshBuilder:
         corner_uv = uv[[[0, 1, 2], [0, 2, 3]]]
         self._add(p, np.array([[0, 1, 2], [0, 2, 3]]), corner_uv.reshape(-1, 2), mat, obj)
 
+    def triangle(self, p0, p1, p2, mat: int, obj: int) -> None:
+        """Triangle counter-clockwise seen from its front; UVs planar in its own plane (p0 -> p1 is u)."""
+        p = np.array([p0, p1, p2], np.float64)
+        e1 = p[1] - p[0]
+        n = np.cross(e1, p[2] - p[0])
+        if np.linalg.norm(e1) < 1e-9 or np.linalg.norm(n) < 1e-12:
+            return
+        u = e1 / np.linalg.norm(e1)
+        v = np.cross(n / np.linalg.norm(n), u)
+        d = p - p[0]
+        self._add(p, np.array([[0, 1, 2]]), np.column_stack([d @ u, -(d @ v)]) / self._repeat[mat], mat, obj)
+
     def box(self, lo, hi, mat: int, obj: int, skip: tuple[str, ...] = (), inward: bool = False,
             top_mat: int | None = None) -> None:
         """Axis-aligned box; ``skip`` names faces to leave out (-x +x -y +y -z +z); ``inward`` faces the inside."""

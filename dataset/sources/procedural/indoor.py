@@ -4,8 +4,8 @@ Layout of every storey: a hall strip along the west and the east wall (``HALL`` 
 between, made by recursive splits; every split wall has a door, and every room touching a hall has a
 door into it, so every room is reachable. Straight stairs (rise <= 0.18 m, run 0.28 m) climb along
 the exterior wall of the west hall on even storeys and of the east hall on odd ones, under an opening
-cut in the slab above (with a railing along its open side). Exterior walls have window openings;
-the building stands on a lawn under the open sky. Rooms get furniture-like props against the walls
+cut in the slab above (with a railing along its open side). Exterior walls have window openings
+that look out on the open sky. Rooms get furniture-like props against the walls
 and in the middle, kept clear of doors.
 """
 
@@ -26,6 +26,7 @@ SLAB = 0.2
 EXT_WALL = 0.2
 INT_WALL = 0.1
 DOOR_W, DOOR_H = 1.0, 2.1
+ROOF_PITCH_DEG = 40.0
 
 
 def _wall(b: MeshBuilder, along_x: bool, fixed: float, a0: float, a1: float, z0: float, z1: float, t: float,
@@ -180,10 +181,6 @@ def build_indoor(seed: int) -> Scene:
     floors = [b.material(t, r) for t, r in (("wood_floor", 1.5), ("tiles", 1.2), ("carpet", 1.0),
                                              ("light_wood", 1.5), ("dark_tiles", 1.2))]
     stair_mat, rail_mat = b.material("light_wood", 1.0), b.material("metal", 1.0)
-    grass = b.material("grass", 3.0)
-    ground = b.object("lawn", "structure")
-    b.quad((-15, -15, -0.02), (width + 15, -15, -0.02), (width + 15, depth + 15, -0.02), (-15, depth + 15, -0.02),
-           grass, ground)
     spawns = []
     for k in range(storeys):
         z = k * height
@@ -257,9 +254,16 @@ def build_indoor(seed: int) -> Scene:
             if spot is not None:
                 spawns.append((spot[0], spot[1], z, float(rng.uniform(-math.pi, math.pi))))
         spawns.append((HALL / 2 + 0.4 if not up_west else width - HALL / 2 - 0.4, depth - 1.5, z, -math.pi / 2))
+    # Top ceiling, then a gable roof too steep to walk on (paths stay inside the building).
     roof = b.object("roof", "structure")
-    b.box((0, 0, storeys * height - SLAB), (width, depth, storeys * height), ceiling, roof,
-          top_mat=b.material("roof", 2.0))
+    zt = storeys * height
+    b.box((0, 0, zt - SLAB), (width, depth, zt), ceiling, roof, skip=("+z",))
+    zr = zt + depth / 2 * math.tan(math.radians(ROOF_PITCH_DEG))
+    tiles = b.material("roof", 2.0)
+    b.quad((0, 0, zt), (width, 0, zt), (width, depth / 2, zr), (0, depth / 2, zr), tiles, roof)
+    b.quad((width, depth, zt), (0, depth, zt), (0, depth / 2, zr), (width, depth / 2, zr), tiles, roof)
+    b.triangle((0, depth, zt), (0, 0, zt), (0, depth / 2, zr), ext, roof)
+    b.triangle((width, 0, zt), (width, depth, zt), (width, depth / 2, zr), ext, roof)
     centre = np.array([width / 2, depth / 2, 0.0, 0.0])
     spawn_arr = np.array(spawns) - centre
     scene = b.build(f"procedural:indoor:{seed}", spawn_arr,

@@ -1,0 +1,85 @@
+"""Top-down pictures of a sampling result: one panel per floor level, with the walkable floor, the
+route graph, accepted paths in colour and discarded paths dashed red."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .sampler import SamplingResult
+
+MAX_PANELS = 4
+"""Floor levels drawn at most (the largest ones)."""
+
+
+def plot_sampling(result: SamplingResult, path: str | Path, title: str = "") -> None:
+    """Write a PNG with a panel per floor level (every walkable cell, graph edge and path point is drawn
+    on the panel of the level nearest its height, so storeys above each other do not overlap)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    walk, graph = result.walkable, result.graph
+    levels = walk.levels() or [(0.0, 0.0)]
+    if len(levels) > MAX_PANELS:
+        area = [((walk.z >= a - 1e-4) & (walk.z <= b + 1e-4)).sum() for a, b in levels]
+        levels = sorted(levels[i] for i in np.argsort(area)[-MAX_PANELS:])
+    centres = np.array([(a + b) / 2 for a, b in levels])
+
+    def level_of(z: np.ndarray) -> np.ndarray:
+        return np.argmin(np.abs(np.asarray(z)[..., None] - centres), axis=-1)
+
+    ny, nx = walk.z.shape[:2]
+    h = walk.cell / 2
+    extent = (walk.origin[0] - h, walk.origin[0] + (nx - 1) * walk.cell + h,
+              walk.origin[1] - h, walk.origin[1] + (ny - 1) * walk.cell + h)
+    aspect = ny / max(nx, 1)
+    fig, axes = plt.subplots(1, len(levels), figsize=(7 * len(levels), 7 * max(0.35, min(2.0, aspect)) + 1),
+                             squeeze=False)
+    cell_level = level_of(np.where(np.isfinite(walk.z), walk.z, 1e9))
+    colors = plt.get_cmap("tab10")
+    for k, ax in enumerate(axes[0]):
+        mask = np.isfinite(walk.z) & (cell_level == k)
+        floor = np.where(mask.any(axis=2), 1.0, np.nan)
+        ax.imshow(floor, origin="lower", extent=extent, cmap="Greens", vmin=0, vmax=2.5, interpolation="nearest")
+        if len(graph.edges):
+            mid = graph.points[graph.edges].mean(axis=1)
+            sel = level_of(mid[:, 2]) == k
+            ax.add_collection(LineCollection(graph.points[graph.edges[sel]][:, :, :2], colors="0.45",
+                                             linewidths=0.4, alpha=0.7))
+        for d in result.discarded:
+            if d.floor is not None:
+                _plot_on_level(ax, d.floor, level_of, k, dict(color="red", linestyle="--", linewidth=1.2))
+        for i, t in enumerate(result.trajectories):
+            floor_z = t.floor[:, 2]
+            p = np.column_stack([t.c2w[:, :2, 3], floor_z])
+            _plot_on_level(ax, p, level_of, k, dict(color=colors(i % 10), linewidth=2))
+            if level_of(floor_z[0]) == k:
+                ax.plot(p[0, 0], p[0, 1], "o", color=colors(i % 10), markersize=5)
+            if level_of(floor_z[-1]) == k:
+                fwd = t.c2w[-1, :3, 2]
+                ax.annotate("", xy=(p[-1, 0] + 0.6 * fwd[0], p[-1, 1] + 0.6 * fwd[1]), xytext=(p[-1, 0], p[-1, 1]),
+                            arrowprops=dict(arrowstyle="->", color=colors(i % 10), lw=1.5))
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_aspect("equal")
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
+        ax.set_title(f"floor at {levels[k][0]:.1f}" + (f" to {levels[k][1]:.1f}" if levels[k][1] - levels[k][0] > 0.05
+                                                        else "") + " m")
+    fig.suptitle(title or f"{len(result.trajectories)} paths, {len(result.discarded)} discarded (dashed red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_on_level(ax, points: np.ndarray, level_of, k: int, style: dict) -> None:
+    """Draw the parts of a polyline whose points lie on level ``k`` (points' z is the floor height)."""
+    on = level_of(points[:, 2]) == k
+    for run in np.split(np.arange(len(points)), np.flatnonzero(np.diff(on.astype(int))) + 1):
+        if on[run[0]]:
+            seg = points[max(run[0] - 1, 0) : run[-1] + 2]  # join up with the neighbouring level's part
+            ax.plot(seg[:, 0], seg[:, 1], **style)
