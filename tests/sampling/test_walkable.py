@@ -70,3 +70,26 @@ def test_navigation_mesh_replaces_the_floor_test():
     z, _ = walk.floor_at(np.array([[-2.0, 0.0, 0.0], [2.0, 0.0, 0.0]]))
     assert abs(z[0]) < 1e-4 and np.isnan(z[1])
     assert abs(walk.area() - (4 - 0.6) * (6 - 0.6)) < 2.0
+
+
+def test_ramps_join_levels_and_steep_slopes_do_not():
+    from scene_helpers import box_faces
+
+    from dataset.scene import Material, SceneObject
+
+    def scene_with_ramp(rise: float) -> Scene:
+        room_v, room_f = box_faces((-2, -2, 0), (14, 3, 10), inward=True)
+        deck_v, deck_f = box_faces((8, -2, 0), (14, 3, rise))  # a platform at the top of the ramp
+        ramp_v = np.array([[0, -2, 0], [8, -2, rise], [8, 1, rise], [0, 1, 0]], float)
+        ramp_f = np.array([[0, 1, 2], [0, 2, 3]])
+        v = np.concatenate([room_v, deck_v, ramp_v])
+        f = np.concatenate([room_f, deck_f + 8, ramp_f + 16])
+        return Scene(vertices=v, faces=f, face_material=np.zeros(len(f)), materials=[Material("m")],
+                     face_object=np.zeros(len(f)), objects=[SceneObject("hall", "structure")])
+
+    gentle = extract_walkable(scene_with_ramp(1.2), CFG)  # 8.5 degrees
+    z, region = gentle.floor_at(np.array([[-1.0, 2.0, 0.0], [4.0, -0.5, 0.6], [11.0, 0.0, 1.2]]))
+    assert np.isfinite(z).all() and region[0] == region[1] == region[2]
+    steep = extract_walkable(scene_with_ramp(7.0), CFG)  # 41 degrees: not a floor
+    z, _ = steep.floor_at(np.array([[4.0, -0.5, 3.5]]), tolerance=1.0)
+    assert np.isnan(z[0])
