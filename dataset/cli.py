@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .build import BuildError
 from .conventions import EYE_HEIGHT
 from .scene import Scene, SceneError
 
@@ -132,6 +133,39 @@ def cmd_sample(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - start:.1f} s: {out / 'trajectories.json'}, {out / 'plot.png'}", file=sys.stderr)
 
 
+def cmd_build(args: argparse.Namespace) -> None:
+    from .build import run_build
+    from .jobspec import load_job_spec
+
+    spec = load_job_spec(args.config)
+    counts = run_build(spec, args.out, ray_address=args.ray_address, workers=args.workers, overwrite=args.overwrite)
+    print(f"built {args.out}: {counts['clips_committed']} clips committed ({counts['accepted']} accepted, "
+          f"{counts['rejected']} rejected) in {counts['shards']} shards, {counts['clips_failed']} failed "
+          f"(see failures.parquet), {counts['seconds']} s", file=sys.stderr)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from .reader import verify_dataset
+
+    problems = verify_dataset(args.dir, decode=not args.no_decode)
+    if problems:
+        for p in problems[:50]:
+            print(p, file=sys.stderr)
+        more = " (first 50 shown)" if len(problems) > 50 else ""
+        raise CliError(f"{args.dir}: {len(problems)} problems found{more}")
+    print(f"{args.dir}: all committed shards are valid", file=sys.stderr)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from .stats import dataset_stats, write_previews
+
+    stats = dataset_stats(args.dir)
+    print(json.dumps(stats, indent=1))
+    if not args.no_previews:
+        for path in write_previews(args.dir):
+            print(f"wrote {path}", file=sys.stderr)
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -199,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory: trajectories.json and plot.png")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("build", help="build a dataset of panoramic clips from a job spec (resumable)")
+    p.add_argument("config", help="job spec YAML (scenes, trajectories_per_scene, frames_per_clip, ...)")
+    p.add_argument("--out", required=True, help="dataset folder: shards/, manifest.json, failures.parquet")
+    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or 'ray://host:port'); default: start one here")
+    p.add_argument("--workers", type=int, help="render workers (default: one per CPU of the cluster)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing dataset in --out and start over")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="check every committed shard of a dataset; non-zero exit on problems")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--no-decode", action="store_true", help="skip decoding videos and depth (faster)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("stats", help="print dataset counts and rates; write previews/ contact sheets and plots")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--no-previews", action="store_true", help="only print the numbers")
+    p.set_defaults(func=cmd_stats)
+
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)
 
@@ -214,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CliError, SceneError, ValueError) as exc:
+    except (CliError, SceneError, ValueError, BuildError, FileNotFoundError) as exc:
         print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
