@@ -37,7 +37,7 @@ from .ids import stable_id
 from .jobspec import JobSpec
 from .shards import committed_clip_ids, committed_shards, next_shard_number, remove_debris, write_atomic
 
-CLIPS_PER_TASK = 2
+CLIPS_PER_TASK = 1
 """Clips rendered per worker call: small, so progress and retries are fine-grained."""
 
 WORKER_WAIT_S = 600.0
@@ -242,13 +242,35 @@ def _write_failures(out: Path, failures: dict[str, dict]) -> None:
     write_atomic(path, sink.getvalue().to_pybytes())
 
 
+def _probe_address(address: str, timeout: float = 10.0) -> None:
+    """Fail fast with a clear error when a host:port cluster address does not accept connections
+    (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BuildError(f"cannot join the Ray cluster at {address!r}: nothing answers there ({exc.strerror or exc}); "
+                         f"use the address `ray status` prints on the head node, or 'auto' on a cluster node") from None
+
+
 def _init_ray(address: str | None, workers: int | None):
     import ray
 
     if ray.is_initialized():
         return ray
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _probe_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BuildError(f"cannot join the Ray cluster at {address!r}: {' '.join(str(exc).split())} (use the "
+                             f"address `ray status` prints on the head node, 'auto' on a cluster node, or "
+                             f"ray://HOST:10001 for Ray Client)") from None
     else:
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -265,18 +287,17 @@ def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be at least 1, got {workers}")
+    ray = _init_ray(ray_address, workers)
     try:
-        return _run_build(spec, out, ray_address, workers, overwrite, progress)
+        return _run_build(ray, spec, out, workers, overwrite, progress)
     except OSError as exc:
         raise BuildError(f"cannot write to {out}: {exc.strerror or exc}; committed shards are intact: free space "
                          f"or fix permissions and rerun to continue") from None
 
 
-def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int | None, overwrite: bool,
-               progress: bool) -> dict:
+def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bool, progress: bool) -> dict:
     _check_output(out, spec, overwrite)
     removed = remove_debris(out)
-    ray = _init_ray(ray_address, workers)
     driver = _Driver(ray, spec, out, workers or max(1, int(ray.cluster_resources().get("CPU", 1))), progress)
     try:
         driver.run()
@@ -345,7 +366,10 @@ class _Driver:
         self.busy[w.ready.remote()] = (w, ("ready",))
 
     def total(self) -> int:
-        return len(self.states) or self.spec.trajectories_per_scene * len(self.spec.scenes)
+        """Planned clips plus the clips expected from scenes still being planned."""
+        unplanned = sum(1 for t in self.queue if t[0] == "plan") + sum(
+            1 for _, t in self.busy.values() if t[0] == "plan")
+        return len(self.states) + unplanned * self.spec.trajectories_per_scene
 
     def dispatch(self) -> None:
         """Give every idle worker a task, preferring clips of the scene it already holds; flush at the end."""

@@ -36,7 +36,7 @@ def verdict(scores: dict, spec: JobSpec) -> tuple[str, list[str]]:
 def render_clip(renderer: Renderer, spec: JobSpec, c2w: np.ndarray) -> dict:
     """The payload columns of one clip: rgb_mp4, depth, c2w, scores, status, reject_reasons."""
     width, height = spec.resolution
-    enc = Mp4Encoder(width, height, spec.fps, spec.output.video_crf, spec.output.video_preset)
+    enc = Mp4Encoder(width, height, spec.fps, spec.output.video_crf, spec.output.video_preset, threads=1)
     depth = np.empty((len(c2w), height, width), np.float16)
     void = 0.0
     depth_sum, hits = 0.0, 0

@@ -15,9 +15,13 @@ import zstandard
 
 
 class Mp4Encoder:
-    """Streams RGB frames into an in-memory H.264 MP4 (yuv420p), one frame at a time."""
+    """Streams RGB frames into an in-memory H.264 MP4 (yuv420p), one frame at a time.
 
-    def __init__(self, width: int, height: int, fps: float, crf: int = 18, preset: str = "veryfast") -> None:
+    ``threads`` = 0 lets x264 use every core; build workers pass 1 (each holds one CPU).
+    """
+
+    def __init__(self, width: int, height: int, fps: float, crf: int = 18, preset: str = "veryfast",
+                 threads: int = 0) -> None:
         import av
 
         if width % 2 or height % 2:
@@ -28,7 +32,7 @@ class Mp4Encoder:
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": preset}
+        self._stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
         self._stream.codec_context.time_base = 1 / rate
         self.frames = 0
 
@@ -50,9 +54,9 @@ class Mp4Encoder:
         return self._buffer.getvalue()
 
 
-def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast") -> bytes:
+def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast", threads: int = 0) -> bytes:
     """MP4 bytes of RGB frames (N, H, W, 3) uint8."""
-    enc = Mp4Encoder(frames.shape[2], frames.shape[1], fps, crf, preset)
+    enc = Mp4Encoder(frames.shape[2], frames.shape[1], fps, crf, preset, threads)
     for f in frames:
         enc.add(f)
     return enc.finish()

@@ -87,9 +87,13 @@ class JobSpec(_Strict):
     resolution: tuple[int, int] = (960, 480)
     """Equirect width and height (width = 2 x height)."""
     renderer: RendererSpec = RendererSpec()
+    """Which renderer draws the clips and its options."""
     output: OutputSpec = OutputSpec()
+    """Shard size, row groups and video quality."""
     sampling: SamplingSpec = SamplingSpec()
+    """Trajectory sampling options."""
     annotation: AnnotationSpec = AnnotationSpec()
+    """Inline quality scores' thresholds."""
     seed: int = Field(0, ge=0)
     """Seed of every random choice (trajectories); ids depend on it."""
     max_attempts: int = Field(2, ge=1)

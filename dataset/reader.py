@@ -67,21 +67,22 @@ class PanoDataset:
         if not self.shards:
             return SCHEMA.empty_table().select(cols)
         table = pa.concat_tables([pq.read_table(p, columns=cols) for p in self.shards])
-        return _filter(table, status, scene)
+        return filter_rows(table, status, scene)
 
     def clips(self, status: str | None = None, scene: str | None = None) -> Iterator[Clip]:
         """Clips one row group at a time, optionally only one status or scene (string or scene id)."""
         for path in self.shards:
             f = pq.ParquetFile(path)
             for g in range(f.num_row_groups):
-                for row in _filter(f.read_row_group(g), status, scene).to_pylist():
+                for row in filter_rows(f.read_row_group(g), status, scene).to_pylist():
                     yield Clip(row)
 
     def __len__(self) -> int:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.shards)
 
 
-def _filter(table: pa.Table, status: str | None, scene: str | None) -> pa.Table:
+def filter_rows(table: pa.Table, status: str | None, scene: str | None) -> pa.Table:
+    """Rows with the given status and scene (scene string or scene id); None keeps all."""
     import pyarrow.compute as pc
 
     if status is not None:

@@ -70,10 +70,12 @@ def write_previews(path: str | Path, max_clips: int = 48) -> list[Path]:
     for k, (scene, trajs) in enumerate(sorted(paths.items())):
         fig, ax = plt.subplots(figsize=(6, 6))
         for p in trajs:
-            ax.plot(p[:, 0], p[:, 1], "-")
-            ax.plot(p[0, 0], p[0, 1], "o", markersize=3)
+            (line,) = ax.plot(p[:, 0], p[:, 1], "-")
+            ax.plot(p[0, 0], p[0, 1], "o", markersize=4, color=line.get_color())
         ax.set_aspect("equal")
-        ax.set_title(f"{scene}: {len(trajs)} clips")
+        ax.set_title(f"{scene}: {len(trajs)} clips (dots: starts)")
+        ax.set_xlabel("x (m)")
+        ax.set_ylabel("y (m)")
         target = out / f"trajectories_{k:03d}.png"
         fig.savefig(target, dpi=90)
         plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from build_helpers import SMALL_BUILD
 from scene_helpers import make_scene
 
 from dataset.scene import Scene
@@ -13,3 +14,21 @@ def box_room() -> Scene:
     """A closed 4 x 6 x 3 m room (x in [-2, 2], y in [-3, 3], z in [0, 3]) with a small box prop."""
     return make_scene([((-2, -3, 0), (2, 3, 3), True, (0.8, 0.8, 0.8), "room"),
                        ((1.0, 2.0, 0.0), (1.5, 2.5, 0.5), False, (0.8, 0.2, 0.2), "crate")])
+
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """A dataset folder built once per session from SMALL_BUILD (Ray started and stopped around it)."""
+    ray = pytest.importorskip("ray")
+    from dataset.build import run_build
+    from dataset.jobspec import parse_job_spec
+
+    out = tmp_path_factory.mktemp("small_dataset")
+    started = not ray.is_initialized()
+    try:
+        run_build(parse_job_spec(SMALL_BUILD), out, workers=2, progress=False)
+    finally:
+        if started:
+            ray.shutdown()
+    return out

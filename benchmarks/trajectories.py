@@ -1,6 +1,6 @@
 """Trajectory-sampling throughput: walkable extraction, route graph, path sampling, collision checks.
 
-    python benchmarks/sampling.py [--scenes procedural:indoor:0 openarena:oa_dm1 ...]
+    python benchmarks/trajectories.py [--scenes procedural:indoor:0 openarena:oa_dm1 ...]
 
 Per scene: triangles, walkable extraction time and floor area, graph build time with nodes and edges,
 and the time to sample 16 trajectories of 49 frames. Then the collision check on a synthetic worst
@@ -10,20 +10,15 @@ case: 10,000 boxes and 1,000 paths of 100 steps, as (steps x boxes) per second.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-# This script is named like the package it measures: keep its own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from dataset.sources import list_scenes, load_scene  # noqa: E402
-from sampling.collision import BoxIndex  # noqa: E402
-from sampling.graph import build_route_graph  # noqa: E402
-from sampling.sampler import SamplingConfig, sample_trajectories  # noqa: E402
-from sampling.walkable import extract_walkable  # noqa: E402
+from dataset.sources import list_scenes, load_scene
+from sampling.collision import BoxIndex
+from sampling.graph import build_route_graph
+from sampling.sampler import SamplingConfig, sample_trajectories
+from sampling.walkable import extract_walkable
 
 
 def bench_scene(source: str) -> dict:
