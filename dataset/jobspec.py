@@ -65,12 +65,26 @@ class SamplingSpec(_Strict):
 
 
 class AnnotationSpec(_Strict):
-    """Inline heuristic scores and the thresholds that reject clips."""
+    """Thresholds of the model-free quality filters (``annotation.filters``); a clip failing any is rejected."""
 
+    near_limit_m: float = Field(0.25, ge=0)
+    """Hits nearer than this count as void (metres)."""
     max_void_fraction: float = Field(0.6, ge=0, le=1)
-    """Clips whose mean fraction of no-hit (depth 0) pixels exceeds this are rejected."""
+    """Largest mean fraction of no-hit or too-near pixels."""
     min_mean_depth: float = Field(0.5, ge=0)
-    """Clips whose mean hit depth is below this (camera against a wall) are rejected, metres."""
+    """Smallest mean hit depth (metres): lower means the camera hugs the geometry."""
+    min_detail: float = Field(20.0, ge=0)
+    """Smallest Laplacian variance of the perspective crops: lower is blurred or flat."""
+    max_dark_fraction: float = Field(0.5, ge=0, le=1)
+    """Largest fraction of pixels with luma below 16."""
+    max_saturated_fraction: float = Field(0.3, ge=0, le=1)
+    """Largest fraction of pixels with luma above 250."""
+    min_path_length_m: float = Field(0.3, ge=0)
+    """A clip must travel this far (metres) or turn ``min_rotation_deg``."""
+    min_rotation_deg: float = Field(20.0, ge=0)
+    """A clip must turn this much (degrees) or travel ``min_path_length_m``."""
+    min_flow_px: float = Field(0.2, ge=0)
+    """Smallest mean optical flow between frames (pixels of a 256-px-wide panorama)."""
 
 
 class JobSpec(_Strict):

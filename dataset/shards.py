@@ -18,11 +18,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCORES = pa.struct([
-    ("void_fraction", pa.float32()), ("mean_depth", pa.float32()), ("path_length_m", pa.float32()),
-    ("rotation_deg", pa.float32()),
-])
-"""Heuristic quality scores computed inline by the build."""
+from annotation.filters import SCORE_NAMES
+
+VLM_SCORE_NAMES = ("vlm_detail", "vlm_semantic", "vlm_motion")
+"""1-5 ratings by the captioning model (null until ``annotate`` runs it)."""
+SCORES = pa.struct([(name, pa.float32()) for name in SCORE_NAMES + VLM_SCORE_NAMES])
+"""Quality scores: the model-free filters (``annotation.filters``), computed inline by the build, and the
+captioning model's ratings."""
 
 SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("scene_id", pa.string()), ("trajectory_id", pa.string()), ("scene", pa.string()),

@@ -24,7 +24,11 @@ def dataset_stats(path: str | Path) -> dict:
     table = ds.table(columns=["scene", "status", "num_frames", "scores", "reject_reasons"])
     rows = table.to_pylist()
     status = Counter(r["status"] for r in rows)
-    scores = {k: float(np.mean([r["scores"][k] for r in rows])) for k in (rows[0]["scores"] if rows else {})}
+    scores = {}
+    for k in rows[0]["scores"] if rows else {}:
+        values = [r["scores"][k] for r in rows if r["scores"][k] is not None]
+        if values:
+            scores[k] = float(np.mean(values))
     failures = Path(path) / "failures.parquet"
     manifest = Path(path) / "manifest.json"
     counts = json.loads(manifest.read_text()).get("counts", {}) if manifest.exists() else {}

@@ -1,0 +1,112 @@
+"""Model-free quality filters: bad renders are rejected with a readable reason, good clips are kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotation.filters import StreamingScores, clip_scores, verdict
+from dataset.build import plan_scene
+from dataset.clips import render_clip
+from dataset.codecs import decode_depth, decode_mp4
+from dataset.jobspec import parse_job_spec
+from dataset.render.base import Frames
+from dataset.render.embedded import EmbeddedRenderer, RenderSettings
+
+SPEC = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 12,
+                       "resolution": [256, 128]})
+
+
+class BlackFrames:
+    """A renderer whose colour output is broken (all black), as a crashed GPU instance would give."""
+
+    kind, version = "black", "1"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def render(self, c2w, width):
+        f = self.inner.render(c2w, width)
+        return Frames(np.zeros_like(f.rgb), f.depth, f.instance)
+
+
+@pytest.fixture(scope="module")
+def indoor():
+    scene, plan = plan_scene(SPEC, "procedural:indoor:1")
+    with EmbeddedRenderer(scene, RenderSettings(threads=1)) as renderer:
+        yield scene, plan, renderer
+
+
+def _inside_wall(scene, start: np.ndarray) -> np.ndarray:
+    """A pose 4 cm behind the first wall hit horizontally from ``start`` (so inside that wall)."""
+    from dataset.render.raycast import EmbreeCaster
+
+    pos = start[:3, 3]
+    caster = EmbreeCaster(scene.vertices, scene.faces)
+    try:
+        for direction in np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]]):
+            hits = caster.cast(pos[None].astype(np.float32), direction[None].astype(np.float32))
+            if hits.prim[0] >= 0:
+                pose = start.copy()
+                pose[:3, 3] = pos + (float(hits.t[0]) + 0.04) * direction
+                return pose
+    finally:
+        caster.close()
+    raise AssertionError("no wall around the start point")
+
+
+def test_good_clips_are_kept_and_bad_renders_rejected(indoor):
+    scene, plan, renderer = indoor
+    good = [np.asarray(c["c2w"]).reshape(-1, 4, 4) for c in plan["clips"]]
+    for c2w in good:
+        row = render_clip(renderer, SPEC, c2w)
+        assert row["status"] == "accepted", row["reject_reasons"]
+    c2w = good[0]
+    still = np.repeat(c2w[:1], len(c2w), axis=0)
+    wall = np.repeat(_inside_wall(scene, c2w[0])[None], len(c2w), axis=0)
+    wall[:, :3, 3] += np.linspace(0, 0.01, len(c2w))[:, None] * np.array([0, 0, 1.0])  # drifts inside the wall
+    cases = {"no motion": (renderer, still, ["camera motion", "no visible motion"]),
+             "black frames": (BlackFrames(renderer), c2w, ["dark_fraction", "detail"]),
+             "inside a wall": (renderer, wall, ["void_fraction"])}
+    for name, (r, poses, expected) in cases.items():
+        row = render_clip(r, SPEC, poses)
+        assert row["status"] == "rejected", name
+        reasons = " | ".join(row["reject_reasons"])
+        for word in expected:
+            assert word in reasons, f"{name}: {reasons}"
+
+
+def test_streaming_scores_equal_whole_clip_scores(indoor):
+    _, plan, renderer = indoor
+    c2w = np.asarray(plan["clips"][1]["c2w"]).reshape(-1, 4, 4)
+    frames = renderer.render(c2w, 256)
+    stream = StreamingScores(len(c2w), 0.25)
+    for rgb, depth in zip(frames.rgb, frames.depth, strict=True):
+        stream.add(rgb, depth)
+    streamed = stream.finish(c2w)
+    whole = clip_scores(frames.rgb, frames.depth, c2w, 0.25)
+    assert streamed.keys() == whole.keys()
+    for k in whole:
+        assert streamed[k] == pytest.approx(whole[k], rel=1e-5, abs=1e-6), k
+
+
+def test_scores_survive_the_storage_round_trip(indoor):
+    """Re-scoring decoded shard payloads (what ``annotate`` does) gives the inline verdict and close scores."""
+    _, plan, renderer = indoor
+    c2w = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    row = render_clip(renderer, SPEC, c2w)
+    again = clip_scores(decode_mp4(row["rgb_mp4"]), decode_depth(row["depth"], (12, 128, 256)), c2w, 0.25)
+    assert verdict(again, SPEC.annotation)[0] == row["status"]
+    for k in ("void_fraction", "mean_depth", "path_length_m", "rotation_deg"):
+        assert again[k] == pytest.approx(row["scores"][k], rel=1e-2, abs=1e-3)
+    assert again["flow_px"] == pytest.approx(row["scores"]["flow_px"], rel=0.15)
+
+
+def test_thresholds_come_from_the_spec():
+    scores = {"detail": 50.0, "dark_fraction": 0.0, "saturated_fraction": 0.0, "void_fraction": 0.3,
+              "near_fraction": 0.0, "mean_depth": 2.0, "depth_invalid_fraction": 0.0, "path_length_m": 3.0,
+              "rotation_deg": 40.0, "flow_px": 1.0}
+    assert verdict(scores, SPEC.annotation) == ("accepted", [])
+    strict = parse_job_spec({"scenes": ["x"], "annotation": {"min_detail": 80, "max_void_fraction": 0.2}})
+    status, reasons = verdict(scores, strict.annotation)
+    assert status == "rejected" and len(reasons) == 2 and reasons[0].startswith("void_fraction 0.30 > 0.2")
