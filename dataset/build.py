@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from .ids import scene_id as make_scene_id
 from .ids import stable_id
-from .jobspec import JobSpec
+from .jobspec import JobError, JobSpec
 from .shards import committed_clip_ids, committed_shards, next_shard_number, remove_debris, write_atomic
 
 CLIPS_PER_TASK = 1
@@ -47,7 +47,7 @@ FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("scene", pa.string()), ("
                             ("trajectory_id", pa.string()), ("attempts", pa.int32()), ("error", pa.string())])
 
 
-class BuildError(RuntimeError):
+class BuildError(JobError):
     """The build cannot start or continue (bad output folder, changed config, unwritable disk)."""
 
 
@@ -258,7 +258,8 @@ def _probe_address(address: str, timeout: float = 10.0) -> None:
                          f"use the address `ray status` prints on the head node, or 'auto' on a cluster node") from None
 
 
-def _init_ray(address: str | None, workers: int | None):
+def init_ray(address: str | None, workers: int | None):
+    """Ray, joined at ``address`` or started here with ``workers`` CPUs (all when None); already running: as is."""
     import ray
 
     if ray.is_initialized():
@@ -287,7 +288,7 @@ def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be at least 1, got {workers}")
-    ray = _init_ray(ray_address, workers)
+    ray = init_ray(ray_address, workers)
     try:
         return _run_build(ray, spec, out, workers, overwrite, progress)
     except OSError as exc:

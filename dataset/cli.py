@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import BuildError
 from .conventions import EYE_HEIGHT
+from .jobspec import JobError
 from .scene import Scene, SceneError
 
 
@@ -166,6 +166,42 @@ def cmd_stats(args: argparse.Namespace) -> None:
             print(f"wrote {path}", file=sys.stderr)
 
 
+def cmd_annotate(args: argparse.Namespace) -> None:
+    from annotation.annotate import AnnotateSpec, run_annotate
+
+    from .jobspec import load_yaml_spec, parse_spec
+
+    spec = load_yaml_spec(args.config, AnnotateSpec, "annotate spec") if args.config else AnnotateSpec()
+    if args.model:
+        captioner = {**(spec.captioner.model_dump() if spec.captioner else {}), "model": args.model}
+        spec = parse_spec(AnnotateSpec, {**spec.model_dump(), "captioner": captioner}, "--model")
+    counts = run_annotate(args.dir, args.out, spec, ray_address=args.ray_address, workers=args.workers,
+                          overwrite=args.overwrite)
+    print(f"annotated {args.out}: {counts['clips']} clips in {counts['shards']} shards ({counts['accepted']} "
+          f"accepted, {counts['rejected']} rejected), {counts['seconds']} s", file=sys.stderr)
+
+
+def cmd_review(args: argparse.Namespace) -> None:
+    from annotation.review import serve
+
+    server = serve(args.dir, args.host, args.port, args.reviewer)
+    host, port = server.server_address[:2]
+    print(f"reviewing {args.dir}: open http://{host}:{port}/ (decisions go to {args.dir}/review.jsonl; "
+          f"Ctrl-C to stop)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from annotation.export import run_export
+
+    counts = run_export(args.dir, args.out, args.status, args.overwrite)
+    print(f"exported {counts['clips_out']} of {counts['clips_in']} clips ({args.status}) into {args.out} "
+          f"({counts['shards']} shards)", file=sys.stderr)
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -251,6 +287,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-previews", action="store_true", help="only print the numbers")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("annotate", help="re-score, caption and judge every clip of a dataset into a new dataset")
+    p.add_argument("dir", help="input dataset folder (never modified)")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--model", help="VideoLLaMA3 checkpoint folder or hub id: caption and rate clips with it")
+    p.add_argument("--config", help="annotate spec YAML (annotation thresholds, rescore, captioner settings)")
+    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or 'ray://host:port'); default: start one here")
+    p.add_argument("--workers", type=int, help="annotation actors (default: one per GPU with a model, else per CPU)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing output and start over")
+    p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("review", help="serve a local page to accept/reject clips by their first frame")
+    p.add_argument("dir", help="dataset folder; decisions are saved in DIR/review.jsonl")
+    p.add_argument("--port", type=int, default=8765, help="port (0 = any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--reviewer", help="name stored with each decision (default: $USER)")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("export", help="write a clean dataset with only the clips of one final status")
+    p.add_argument("dir", help="dataset folder (automatic verdicts + DIR/review.jsonl)")
+    p.add_argument("--out", required=True, help="new dataset folder")
+    p.add_argument("--status", default="accepted", help="accepted (default), rejected or all")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)
 
@@ -266,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CliError, SceneError, ValueError, BuildError, FileNotFoundError) as exc:
+    except (CliError, SceneError, ValueError, JobError, FileNotFoundError) as exc:
         print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -70,6 +70,16 @@ def decode_mp4(data: bytes) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
+def decode_first_frame(data: bytes) -> np.ndarray:
+    """The first (H, W, 3) uint8 frame of MP4 bytes, without decoding the rest."""
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        for frame in container.decode(video=0):
+            return frame.to_ndarray(format="rgb24")
+    raise ValueError("the video has no frames")
+
+
 def encode_depth(depth: np.ndarray, level: int = 3) -> bytes:
     """zstd bytes of range depth (N, H, W) stored as little-endian float16 (0 stays 0 = no hit)."""
     half = np.asarray(depth, dtype="<f2")

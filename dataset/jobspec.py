@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -23,11 +24,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A spec section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RendererSpec(_Strict):
+class RendererSpec(StrictModel):
     """Which renderer draws the clips."""
 
     kind: Literal["embedded"] = "embedded"
@@ -38,7 +41,7 @@ class RendererSpec(_Strict):
     """Sun shadows (embedded renderer, unbaked scenes)."""
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     """How clips are stored."""
 
     shard_size_mb: float = Field(256.0, gt=0)
@@ -51,7 +54,7 @@ class OutputSpec(_Strict):
     """x264 speed/size preset."""
 
 
-class SamplingSpec(_Strict):
+class SamplingSpec(StrictModel):
     """Camera trajectories (see ``sampling``)."""
 
     step: float = Field(0.1, gt=0)
@@ -64,7 +67,7 @@ class SamplingSpec(_Strict):
     """Distance kept from walls and drops, metres."""
 
 
-class AnnotationSpec(_Strict):
+class AnnotationSpec(StrictModel):
     """Thresholds of the model-free quality filters (``annotation.filters``); a clip failing any is rejected."""
 
     near_limit_m: float = Field(0.25, ge=0)
@@ -87,7 +90,7 @@ class AnnotationSpec(_Strict):
     """Smallest mean optical flow between frames (pixels of a 256-px-wide panorama)."""
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """A dataset build: which scenes, how many clips, how they are rendered and stored."""
 
     scenes: list[str] = Field(min_length=1)
@@ -133,46 +136,65 @@ class JobSpec(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class JobError(RuntimeError):
+    """A job (build, annotate, export) cannot start or continue; the message is one line saying what to do."""
+
+
 class JobSpecError(ValueError):
     """The job spec file is missing, not YAML, or invalid; the message is one line naming the key."""
 
 
-def load_job_spec(path: str | Path) -> JobSpec:
-    """Read and validate a job spec YAML file."""
+def load_yaml_spec(path: str | Path, model: type[BaseModel], what: str = "job spec"):
+    """Read and validate a YAML spec file into ``model``; problems become a one-line JobSpecError."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise JobSpecError(f"job spec {path} does not exist") from None
+        raise JobSpecError(f"{what} {path} does not exist") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise JobSpecError(f"job spec {path} is not readable YAML: {' '.join(str(exc).split())}") from None
+        raise JobSpecError(f"{what} {path} is not readable YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise JobSpecError(f"job spec {path} must be a mapping of keys (scenes: [...], ...)")
-    return parse_job_spec(data, str(path))
+        raise JobSpecError(f"{what} {path} must be a mapping of keys")
+    return parse_spec(model, data, f"{what} {path}")
 
 
-def parse_job_spec(data: dict, where: str = "job spec") -> JobSpec:
-    """Validate a job spec mapping; the first problem becomes a one-line JobSpecError."""
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Read and validate a job spec YAML file."""
+    return load_yaml_spec(path, JobSpec)
+
+
+def parse_spec(model: type[BaseModel], data: dict, where: str):
+    """Validate a mapping into ``model``; the problems become one line naming each bad key."""
     try:
-        return JobSpec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                parent = _model_at(err["loc"][:-1])
+                parent = _model_at(model, err["loc"][:-1])
                 msg = f"unknown key; allowed keys: {', '.join(parent.model_fields)}" if parent else "unknown key"
             problems.append(f"{key}: {msg}")
         raise JobSpecError(f"{where}: " + "; ".join(problems)) from None
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The model class at a key path of JobSpec (for listing allowed keys)."""
-    model: type[BaseModel] = JobSpec
+def parse_job_spec(data: dict, where: str = "job spec") -> JobSpec:
+    """Validate a job spec mapping."""
+    return parse_spec(JobSpec, data, where)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model class at a key path (for listing allowed keys)."""
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if field is None:
             return None
-        model = field.annotation
+        options = [field.annotation, *typing.get_args(field.annotation)]  # X or Optional[X]
+        found = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not found:
+            return None
+        model = found[0]
     return model

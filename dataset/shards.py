@@ -58,6 +58,39 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _publish(tmp: Path, shard_dir: Path, number: int, rows: list[dict], extra: dict | None) -> dict:
+    """Rename a complete, fsynced temporary shard to ``part-{number:05d}.parquet`` and write its marker."""
+    name = f"part-{number:05d}"
+    final = shard_dir / f"{name}.parquet"
+    if final.exists():
+        raise FileExistsError(f"{final} already exists: shard numbers must be unique")
+    os.replace(tmp, final)
+    _fsync_dir(shard_dir)
+    statuses = [r["status"] for r in rows]
+    marker = {"shard": final.name, "rows": len(rows), "bytes": final.stat().st_size,
+              "clip_ids": [r["clip_id"] for r in rows], "scenes": sorted({r["scene_id"] for r in rows}),
+              "frames": sum(r["num_frames"] for r in rows),
+              "accepted": statuses.count("accepted"), "rejected": statuses.count("rejected"), **(extra or {})}
+    write_atomic(shard_dir / f"{name}.json", json.dumps(marker, indent=1).encode())
+    return marker
+
+
+def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4,
+                 extra: dict | None = None) -> dict:
+    """Write a whole table as committed shard ``number`` (temporary file, fsync, rename, marker)."""
+    if not table.schema.equals(SCHEMA):
+        raise ValueError("table does not have the dataset schema")
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    tmp = shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, row_group_size=rows_per_group, compression="none",
+                       use_dictionary=["scene", "status"])
+        f.flush()
+        os.fsync(f.fileno())
+    rows = table.select(["clip_id", "scene_id", "status", "num_frames"]).to_pylist()
+    return _publish(tmp, shard_dir, number, rows, extra)
+
+
 class ShardWriter:
     """Streams clip rows into one shard; ``commit`` makes it visible atomically."""
 
@@ -102,20 +135,7 @@ class ShardWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        name = f"part-{number:05d}"
-        final = self.shard_dir / f"{name}.parquet"
-        if final.exists():
-            raise FileExistsError(f"{final} already exists: shard numbers must be unique")
-        os.replace(self.tmp, final)
-        _fsync_dir(self.shard_dir)
-        statuses = [r["status"] for r in self.rows]
-        marker = {"shard": final.name, "rows": self.num_rows, "bytes": final.stat().st_size,
-                  "clip_ids": [r["clip_id"] for r in self.rows],
-                  "scenes": sorted({r["scene_id"] for r in self.rows}),
-                  "frames": sum(r["num_frames"] for r in self.rows),
-                  "accepted": statuses.count("accepted"), "rejected": statuses.count("rejected"), **(extra or {})}
-        write_atomic(self.shard_dir / f"{name}.json", json.dumps(marker, indent=1).encode())
-        return marker
+        return _publish(self.tmp, self.shard_dir, number, self.rows, extra)
 
     def abort(self) -> None:
         """Drop the unpublished shard."""

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from build_helpers import bad_clips
 
 from annotation.filters import StreamingScores, clip_scores, verdict
 from dataset.build import plan_scene
 from dataset.clips import render_clip
 from dataset.codecs import decode_depth, decode_mp4
 from dataset.jobspec import parse_job_spec
-from dataset.render.base import Frames
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 
 SPEC = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 12,
                        "resolution": [256, 128]})
-
-
-class BlackFrames:
-    """A renderer whose colour output is broken (all black), as a crashed GPU instance would give."""
-
-    kind, version = "black", "1"
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def render(self, c2w, width):
-        f = self.inner.render(c2w, width)
-        return Frames(np.zeros_like(f.rgb), f.depth, f.instance)
 
 
 @pytest.fixture(scope="module")
@@ -37,42 +24,19 @@ def indoor():
         yield scene, plan, renderer
 
 
-def _inside_wall(scene, start: np.ndarray) -> np.ndarray:
-    """A pose 4 cm behind the first wall hit horizontally from ``start`` (so inside that wall)."""
-    from dataset.render.raycast import EmbreeCaster
-
-    pos = start[:3, 3]
-    caster = EmbreeCaster(scene.vertices, scene.faces)
-    try:
-        for direction in np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]]):
-            hits = caster.cast(pos[None].astype(np.float32), direction[None].astype(np.float32))
-            if hits.prim[0] >= 0:
-                pose = start.copy()
-                pose[:3, 3] = pos + (float(hits.t[0]) + 0.04) * direction
-                return pose
-    finally:
-        caster.close()
-    raise AssertionError("no wall around the start point")
-
-
 def test_good_clips_are_kept_and_bad_renders_rejected(indoor):
     scene, plan, renderer = indoor
     good = [np.asarray(c["c2w"]).reshape(-1, 4, 4) for c in plan["clips"]]
     for c2w in good:
         row = render_clip(renderer, SPEC, c2w)
         assert row["status"] == "accepted", row["reject_reasons"]
-    c2w = good[0]
-    still = np.repeat(c2w[:1], len(c2w), axis=0)
-    wall = np.repeat(_inside_wall(scene, c2w[0])[None], len(c2w), axis=0)
-    wall[:, :3, 3] += np.linspace(0, 0.01, len(c2w))[:, None] * np.array([0, 0, 1.0])  # drifts inside the wall
-    cases = {"no motion": (renderer, still, ["camera motion", "no visible motion"]),
-             "black frames": (BlackFrames(renderer), c2w, ["dark_fraction", "detail"]),
-             "inside a wall": (renderer, wall, ["void_fraction"])}
-    for name, (r, poses, expected) in cases.items():
+    expected = {"no motion": ["camera motion", "no visible motion"], "black frames": ["dark_fraction", "detail"],
+                "inside a wall": ["void_fraction"]}
+    for name, (r, poses) in bad_clips(scene, renderer, good[0]).items():
         row = render_clip(r, SPEC, poses)
         assert row["status"] == "rejected", name
         reasons = " | ".join(row["reject_reasons"])
-        for word in expected:
+        for word in expected[name]:
             assert word in reasons, f"{name}: {reasons}"
 
 

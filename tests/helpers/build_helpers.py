@@ -1,5 +1,84 @@
-"""Job specs shared by the build, reader and training-data tests."""
+"""Job specs and deliberately bad clips shared by the build, reader and annotation tests."""
+
+from __future__ import annotations
+
+import numpy as np
 
 SMALL_BUILD = {"scenes": ["procedural:indoor:1", "procedural:room:6x8x3"], "trajectories_per_scene": 2,
                "frames_per_clip": 6, "resolution": [128, 64], "output": {"shard_size_mb": 0.05, "rows_per_group": 1}}
 """Four small clips in a few seconds; shards cut small so there are several."""
+
+
+class BlackFrames:
+    """A renderer whose colour output is broken (all black), as a crashed GPU instance would give."""
+
+    kind, version = "black", "1"
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def render(self, c2w, width):
+        from dataset.render.base import Frames
+
+        f = self.inner.render(c2w, width)
+        return Frames(np.zeros_like(f.rgb), f.depth, f.instance)
+
+
+def inside_wall(scene, start: np.ndarray) -> np.ndarray:
+    """A pose 4 cm behind the first wall hit horizontally from ``start`` (so inside that wall)."""
+    from dataset.render.raycast import EmbreeCaster
+
+    pos = start[:3, 3]
+    caster = EmbreeCaster(scene.vertices, scene.faces)
+    try:
+        for direction in np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]]):
+            hits = caster.cast(pos[None].astype(np.float32), direction[None].astype(np.float32))
+            if hits.prim[0] >= 0:
+                pose = start.copy()
+                pose[:3, 3] = pos + (float(hits.t[0]) + 0.04) * direction
+                return pose
+    finally:
+        caster.close()
+    raise AssertionError("no wall around the start point")
+
+
+def bad_clips(scene, renderer, good_c2w: np.ndarray) -> dict[str, tuple]:
+    """name -> (renderer, poses) of three broken clips next to a good trajectory: no motion, black frames,
+    camera inside a wall."""
+    n = len(good_c2w)
+    still = np.repeat(good_c2w[:1], n, axis=0)
+    wall = np.repeat(inside_wall(scene, good_c2w[0])[None], n, axis=0)
+    wall[:, 2, 3] += np.linspace(0, 0.01, n)  # drifts inside the wall
+    return {"no motion": (renderer, still), "black frames": (BlackFrames(renderer), good_c2w),
+            "inside a wall": (renderer, wall)}
+
+
+def add_bad_shard(out) -> list[str]:
+    """Render the three bad clips of ``bad_clips`` in the first scene of a built dataset with its own spec and
+    commit them as one more shard; returns their clip ids."""
+    import json
+    from pathlib import Path
+
+    from dataset.build import package_version, plan_scene
+    from dataset.clips import render_clip
+    from dataset.jobspec import JobSpec
+    from dataset.render.embedded import EmbeddedRenderer, RenderSettings
+    from dataset.shards import ShardWriter, next_shard_number
+
+    out = Path(out)
+    spec = JobSpec.model_validate(json.loads((out / "manifest.json").read_text())["spec"])
+    scene, plan = plan_scene(spec, spec.scenes[0])
+    good = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    writer = ShardWriter(out / "shards", spec.output.rows_per_group)
+    ids = []
+    with EmbeddedRenderer(scene, RenderSettings(threads=1)) as renderer:
+        for name, (r, poses) in bad_clips(scene, renderer, good).items():
+            cid = f"bad-{name.replace(' ', '-')}"
+            w, h = spec.resolution
+            writer.add({"clip_id": cid, "scene_id": plan["scene_id"], "trajectory_id": cid, "scene": spec.scenes[0],
+                        "width": w, "height": h, "num_frames": len(poses), "fps": spec.fps, "caption": None,
+                        "renderer": r.kind, "renderer_version": r.version, "package_version": package_version(),
+                        "config_hash": spec.config_hash(), "seed": spec.seed, **render_clip(r, spec, poses)})
+            ids.append(cid)
+    writer.commit(next_shard_number(out))
+    return ids

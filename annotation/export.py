@@ -1,0 +1,73 @@
+"""``matrix-pano export DIR --out DIR2 --status accepted``: a clean dataset of the clips kept.
+
+The final status of each clip is its automatic verdict combined with the manual review
+(``review.final_status``). Kept rows are copied unchanged except ``status`` and ``reject_reasons``
+(which then include the manual decision); each input shard gives the output shard of the same number
+(shards left empty are skipped). The output gets its own ``manifest.json`` and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataset.jobspec import JobError
+from dataset.shards import SHARD_RE, commit_table, committed_shards, remove_debris, write_atomic
+
+from .review import ReviewLog, final_status
+
+STATUSES = ("accepted", "rejected", "all")
+
+
+class ExportError(JobError):
+    """The export cannot run (bad folders or arguments)."""
+
+
+def run_export(src: str | Path, out: str | Path, status: str = "accepted", overwrite: bool = False) -> dict:
+    """Write the clips of ``src`` whose final status is ``status`` (or all) into ``out``; returns counts."""
+    from dataset.stats import dataset_stats
+
+    src, out = Path(src), Path(out)
+    if status not in STATUSES:
+        raise ExportError(f"--status {status!r} is not one of {', '.join(STATUSES)}")
+    shards = committed_shards(src)
+    if not shards:
+        raise ExportError(f"{src}: no committed shards to export")
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise ExportError(f"--out {out} must be outside the input dataset {src}")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out} is not empty: choose another --out or pass --overwrite")
+        shutil.rmtree(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    remove_debris(out)
+    decisions = ReviewLog(src).decisions()
+    kept = total = 0
+    for path, _ in shards:
+        table = pq.read_table(path)
+        rows = table.select(["clip_id", "status", "reject_reasons"]).to_pylist()
+        finals = [final_status(r["status"], r["reject_reasons"], decisions.get(r["clip_id"])) for r in rows]
+        names = table.column_names
+        table = table.set_column(names.index("status"), "status", pa.array([f[0] for f in finals], pa.string()))
+        table = table.set_column(names.index("reject_reasons"), "reject_reasons",
+                                 pa.array([f[1] for f in finals], pa.list_(pa.string())))
+        if status != "all":
+            table = table.filter(pc.equal(table["status"], status))
+        total += len(rows)
+        if table.num_rows:
+            rows_per_group = max(1, pq.ParquetFile(path).metadata.row_group(0).num_rows)
+            commit_table(out / "shards", int(SHARD_RE.match(path.name).group(1)), table, rows_per_group)
+            kept += table.num_rows
+    source_manifest = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
+    counts = {"clips_in": total, "clips_out": kept, "reviewed": len(decisions),
+              "shards": len(committed_shards(out))}
+    manifest = {**source_manifest, "source": str(src.resolve()), "export": {"status": status, "counts": counts}}
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    if kept:
+        write_atomic(out / "stats.json", json.dumps(dataset_stats(out), indent=1).encode())
+    return counts

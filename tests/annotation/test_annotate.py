@@ -1,0 +1,98 @@
+"""``annotate``: same rows, ids and payload bytes; bad clips rejected; resumable per shard; input untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from build_helpers import add_bad_shard
+
+from annotation.annotate import AnnotateError, AnnotateSpec, run_annotate
+from dataset.cli import main
+from dataset.jobspec import parse_spec
+from dataset.reader import PanoDataset, verify_dataset
+from dataset.shards import committed_shards
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def mixed(small_dataset, tmp_path_factory):
+    """The small dataset plus a shard of three deliberately bad clips (inline verdicts flipped to accepted,
+    as if built with lenient thresholds, so annotate has to find them)."""
+    out = tmp_path_factory.mktemp("mixed") / "ds"
+    shutil.copytree(small_dataset, out)
+    bad = add_bad_shard(out)
+    path = committed_shards(out)[-1][0]
+    table = pq.read_table(path)
+    import pyarrow as pa
+
+    table = table.set_column(table.column_names.index("status"), "status",
+                             pa.array(["accepted"] * table.num_rows, pa.string()))
+    pq.write_table(table, path, row_group_size=1, compression="none")
+    return out, bad
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def _digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((folder / "shards").iterdir())}
+
+
+def test_annotate_rejects_bad_clips_and_keeps_everything_else(mixed, tmp_path, local_ray):
+    src, bad = mixed
+    before = _digests(src)
+    out = tmp_path / "annotated"
+    counts = run_annotate(src, out, AnnotateSpec(), workers=2, progress=False)
+    assert _digests(src) == before, "input shards are never modified"
+    assert counts["clips"] == 7 and verify_dataset(out) == []
+    for (pin, _), (pout, _) in zip(committed_shards(src), committed_shards(out), strict=True):
+        a, b = pq.read_table(pin), pq.read_table(pout)
+        assert pin.name == pout.name and a.num_rows == b.num_rows
+        for col in a.column_names:
+            if col not in ("scores", "status", "reject_reasons", "caption"):
+                assert a[col].equals(b[col]), col
+    status = {c.clip_id: (c.row["status"], c.row["reject_reasons"]) for c in PanoDataset(out).clips()}
+    assert all(status[c][0] == "rejected" for c in bad), status
+    assert all(s == "accepted" for cid, (s, _) in status.items() if cid not in bad)
+    assert "camera motion" in " ".join(status["bad-no-motion"][1])
+    assert "void_fraction" in " ".join(status["bad-inside-a-wall"][1])
+
+
+def test_annotate_resumes_per_shard_and_refuses_other_settings(mixed, tmp_path, local_ray):
+    src, _ = mixed
+    out = tmp_path / "annotated"
+    run_annotate(src, out, AnnotateSpec(), workers=1, progress=False)
+    shards = committed_shards(out)
+    first, last = shards[0][0], shards[-1][0]
+    mtime = first.stat().st_mtime_ns
+    last.with_suffix(".json").unlink()  # as if the job died before committing it
+    counts = run_annotate(src, out, AnnotateSpec(), workers=1, progress=False)
+    assert counts["clips"] == 7 and first.stat().st_mtime_ns == mtime and last.with_suffix(".json").exists()
+    strict = parse_spec(AnnotateSpec, {"annotation": {"min_detail": 1e6}}, "test")
+    with pytest.raises(AnnotateError, match="different settings"):
+        run_annotate(src, out, strict, workers=1, progress=False)
+    counts = run_annotate(src, out, strict, workers=1, overwrite=True, progress=False)
+    assert counts["rejected"] == 7
+
+
+def test_annotate_cli_errors(mixed, tmp_path, capsys):
+    src, _ = mixed
+    assert main(["annotate", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["annotate", str(src), "--out", str(src / "inside")]) == 2
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("captioner: {modle: x}\n")
+    assert main(["annotate", str(src), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "no committed shards" in err[0] and "must be outside" in err[1]
+    assert "captioner.modle: unknown key; allowed keys: model," in err[2]
