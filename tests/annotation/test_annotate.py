@@ -96,3 +96,23 @@ def test_annotate_cli_errors(mixed, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert "no committed shards" in err[0] and "must be outside" in err[1]
     assert "captioner.modle: unknown key; allowed keys: model," in err[2]
+
+
+def test_annotate_with_a_captioning_model_on_ray_actors(small_dataset, tmp_path, local_ray):
+    pytest.importorskip("torchvision", reason="VideoLLaMA3's video processor needs torchvision")
+    from tiny_videollama3 import save_tiny_videollama3
+
+    model = save_tiny_videollama3(tmp_path / "tiny")
+    spec = parse_spec(AnnotateSpec, {"captioner": {"model": str(model), "device": "cpu", "num_frames": 4,
+                                                   "frame_size": 112, "max_new_tokens": 8}}, "test")
+    out = tmp_path / "captioned"
+    counts = run_annotate(small_dataset, out, spec, workers=2, progress=False)
+    assert counts["clips"] == 4 and verify_dataset(out) == []
+    for clip in PanoDataset(out).clips():
+        row = clip.row
+        vlm = [row["scores"][k] for k in ("vlm_detail", "vlm_semantic", "vlm_motion")]
+        if row["caption"] is None:  # random weights: the malformed answer is recorded, the clip rejected
+            assert vlm == [None] * 3 and row["status"] == "rejected"
+            assert any(r.startswith("captioner: no valid answer") for r in row["reject_reasons"])
+        else:
+            assert all(1 <= v <= 5 for v in vlm)
