@@ -36,9 +36,6 @@ CROP_SIZE = 224
 FLOW_WIDTH = 256
 """Width of the panorama the optical flow is computed on."""
 
-SCORE_NAMES = ("detail", "dark_fraction", "saturated_fraction", "void_fraction", "near_fraction", "mean_depth",
-               "depth_invalid_fraction", "path_length_m", "rotation_deg", "flow_px")
-"""The model-free scores, in schema order."""
 
 
 def analysed_indices(num_frames: int) -> np.ndarray:

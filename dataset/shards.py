@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotation.filters import SCORE_NAMES
-
+SCORE_NAMES = ("detail", "dark_fraction", "saturated_fraction", "void_fraction", "near_fraction", "mean_depth",
+               "depth_invalid_fraction", "path_length_m", "rotation_deg", "flow_px")
+"""The model-free quality scores (``annotation.filters`` computes them), in schema order."""
 VLM_SCORE_NAMES = ("vlm_detail", "vlm_semantic", "vlm_motion")
 """1-5 ratings by the captioning model (null until ``annotate`` runs it)."""
 SCORES = pa.struct([(name, pa.float32()) for name in SCORE_NAMES + VLM_SCORE_NAMES])

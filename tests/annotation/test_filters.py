@@ -12,6 +12,7 @@ from dataset.clips import render_clip
 from dataset.codecs import decode_depth, decode_mp4
 from dataset.jobspec import parse_job_spec
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
+from dataset.shards import SCORE_NAMES
 
 SPEC = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 12,
                        "resolution": [256, 128]})
@@ -49,7 +50,7 @@ def test_streaming_scores_equal_whole_clip_scores(indoor):
         stream.add(rgb, depth)
     streamed = stream.finish(c2w)
     whole = clip_scores(frames.rgb, frames.depth, c2w, 0.25)
-    assert streamed.keys() == whole.keys()
+    assert streamed.keys() == whole.keys() == set(SCORE_NAMES), "the shard schema holds every score"
     for k in whole:
         assert streamed[k] == pytest.approx(whole[k], rel=1e-5, abs=1e-6), k
 
