@@ -43,6 +43,9 @@ CLIPS_PER_TASK = 1
 WORKER_WAIT_S = 600.0
 """How long work may wait with no worker alive to do it before the build gives up."""
 
+ENDPOINT_RETRY_S = 10.0
+"""A worker whose UnrealCV instance stopped answering gets work again after this many seconds."""
+
 FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("scene", pa.string()), ("scene_id", pa.string()),
                             ("trajectory_id", pa.string()), ("attempts", pa.int32()), ("error", pa.string())])
 
@@ -90,10 +93,12 @@ def plan_scene(spec: JobSpec, source: str):
 class Worker:
     """Plans scenes and renders clips into its own shards (wrapped as a Ray actor by ``run_build``)."""
 
-    def __init__(self, spec_json: str, out_dir: str, counter) -> None:
+    def __init__(self, spec_json: str, out_dir: str, counter, endpoint: str | None = None) -> None:
         self.spec = JobSpec.model_validate_json(spec_json)
         self.out_dir = Path(out_dir)
         self.counter = counter
+        self.endpoint = endpoint
+        """The UnrealCV server this worker drives (unreal renderer)."""
         self.source: str | None = None
         self.scene = None
         self.renderer = None
@@ -105,13 +110,19 @@ class Worker:
         from .render.embedded import EmbeddedRenderer, RenderSettings
         from .sources import load_scene
 
+        self.scene = scene if scene is not None else load_scene(source)
+        self.source = source
+        r = self.spec.renderer
+        if r.kind == "unreal":  # the instance renders its own level; the scene is for sampling only
+            if self.renderer is None:
+                from ue_plugin.backend import UnrealCVRenderer
+
+                self.renderer = UnrealCVRenderer(self.endpoint, timeout=r.timeout_s)
+            return
         if self.renderer is not None:
             self.renderer.close()
-        self.scene = scene if scene is not None else load_scene(source)
-        r = self.spec.renderer
         self.renderer = EmbeddedRenderer(self.scene, RenderSettings(supersample=r.supersample, shadows=r.shadows,
                                                                     threads=1))
-        self.source = source
 
     def plan(self, source: str) -> dict:
         """Sample a scene's trajectories (and keep the scene loaded for its clips)."""
@@ -124,12 +135,17 @@ class Worker:
 
     def render(self, source: str, scene_id: str, clips: list[dict]) -> dict:
         """Render clips into the open shard; commit it when it is big enough. Per-clip errors are returned."""
+        from ue_plugin.protocol import ConnectionLost, ProtocolError
+
         from .clips import render_clip
         from .shards import ShardWriter
 
         done, failed, markers = [], [], []
+        lost = (ConnectionLost, ProtocolError)
         try:
             self._use_scene(source)
+        except lost as exc:
+            return {"done": [], "failed": [], "markers": [], "endpoint_down": f"{type(exc).__name__}: {exc}"}
         except Exception as exc:
             return {"done": [], "failed": [(c["clip_id"], f"{type(exc).__name__}: {exc}") for c in clips],
                     "markers": []}
@@ -137,6 +153,11 @@ class Worker:
         for clip in clips:
             try:
                 payload = render_clip(self.renderer, spec, np.asarray(clip["c2w"]).reshape(-1, 4, 4))
+            except lost as exc:  # the instance died or hung: not the clip's fault
+                self.renderer.close()
+                self.renderer = None
+                return {"done": done, "failed": failed, "markers": markers,
+                        "endpoint_down": f"{type(exc).__name__}: {exc}"}
             except Exception as exc:
                 failed.append((clip["clip_id"], f"{type(exc).__name__}: {exc} "
                                                 f"[{traceback.format_exc(limit=-1).splitlines()[-2].strip()}]"))
@@ -311,7 +332,8 @@ def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bo
               "clips_committed": len(driver.committed), "clips_failed": len(driver.failures), "shards": len(shards),
               "accepted": sum(m.get("accepted", 0) for _, m in shards),
               "rejected": sum(m.get("rejected", 0) for _, m in shards),
-              "worker_restarts": driver.restarts, "debris_removed": len(removed),
+              "worker_restarts": driver.restarts, "endpoint_failures": driver.endpoint_failures,
+              "debris_removed": len(removed),
               "seconds": round(time.time() - driver.start, 1)}
     manifest = {"spec": spec.model_dump(mode="json"), "config_hash": spec.config_hash(),
                 "versions": _versions(), "counts": counts, "notes": driver.scene_notes}
@@ -347,6 +369,7 @@ class _Driver:
         self.pending: dict = {}  # worker -> clip ids rendered into its open shard, not yet committed
         self.loaded: dict = {}  # worker -> the scene it holds
         self.restarts = 0
+        self.endpoint_failures = 0
         self.start = time.time()
         for source in spec.scenes:
             plan_file = _plan_path(out, source)
@@ -355,13 +378,17 @@ class _Driver:
             else:
                 self.queue.append(("plan", source))
         self.pool: list = []
-        for _ in range(n_workers):
-            self._new_worker()
+        self.endpoint_of: dict = {}  # worker -> its UnrealCV endpoint (unreal renderer)
+        self.down: dict = {}  # worker -> time its endpoint stopped answering
+        endpoints = spec.renderer.endpoints if spec.renderer.kind == "unreal" else []
+        for i in range(len(endpoints) or n_workers):
+            self._new_worker(endpoints[i] if endpoints else None)
         self.done = len([c for c in self.states if c in self.committed])
         self.bar = _Progress(progress, self.total(), self.done)
 
-    def _new_worker(self) -> None:
-        w = self.worker_cls.remote(self.spec_json, str(self.out), self.counter)
+    def _new_worker(self, endpoint: str | None = None) -> None:
+        w = self.worker_cls.remote(self.spec_json, str(self.out), self.counter, endpoint)
+        self.endpoint_of[w] = endpoint
         self.pool.append(w)
         self.pending[w] = set()
         self.busy[w.ready.remote()] = (w, ("ready",))
@@ -378,6 +405,8 @@ class _Driver:
         for w in self.pool:
             if w in working or w not in self.ready:
                 continue
+            if w in self.down and time.time() - self.down[w] < ENDPOINT_RETRY_S:
+                continue  # its instance stopped answering: others take the work; retried later
             if not self.queue:
                 if not self._real_work_in_flight() and self.pending[w]:
                     self.busy[w.flush.remote()] = (w, ("flush",))
@@ -430,9 +459,10 @@ class _Driver:
         self.pool.remove(w)
         self.ready.discard(w)
         self.loaded.pop(w, None)
+        self.down.pop(w, None)
         for ref in [r for r, (other, _) in self.busy.items() if other is w]:
             del self.busy[ref]
-        self._new_worker()
+        self._new_worker(self.endpoint_of.pop(w, None))
         if task[0] == "plan":
             self.queue.append(task)
         for cid in sorted(in_flight - on_disk):
@@ -451,18 +481,36 @@ class _Driver:
             _enqueue_plan(result, self.states, self.queue, self.committed)
         self.bar.update_to(self.done, len(self.failures), self.total())
 
+    def endpoint_down(self, w, task: tuple, done: list, failed: list, error: str) -> None:
+        """The worker's UnrealCV instance died or hung: its unrendered clips go back to the queue without
+        costing an attempt, its open shard is committed, and it gets no work for ENDPOINT_RETRY_S."""
+        self.down[w] = time.time()
+        self.endpoint_failures += 1
+        self.last_error = f"{self.endpoint_of.get(w)}: {error}"
+        handled = set(done) | {cid for cid, _ in failed}
+        for cid in task[3]:
+            if cid not in handled:
+                st = self.states[cid]
+                st.attempts -= 1
+                self.queue.appendleft(("render", st.source, st.scene_id, [cid]))
+        if self.pending[w]:
+            self.busy[w.flush.remote()] = (w, ("flush",))
+
     def run(self) -> None:
         ray = self.ray
-        idle_since = time.time()
+        progress_at = time.time()
+        self.last_error = ""
         while self._unfinished():
             self.dispatch()
             ready, _ = ray.wait(list(self.busy), num_returns=1, timeout=5.0)
-            if not ready:
-                if self._real_work_in_flight() or not self.queue or time.time() - idle_since < WORKER_WAIT_S:
-                    continue
+            if time.time() - progress_at > WORKER_WAIT_S and self.queue:
+                if self.down:
+                    raise BuildError(f"no progress for {WORKER_WAIT_S:.0f} s: no UnrealCV endpoint answers "
+                                     f"(last: {self.last_error}); committed shards are intact, rerun to continue")
                 raise BuildError(f"no worker could start for {WORKER_WAIT_S:.0f} s: the cluster has no free CPU "
                                  f"for a render worker (check `ray status`, or lower --workers)")
-            idle_since = time.time()
+            if not ready:
+                continue
             w, task = self.busy.pop(ready[0])
             try:
                 result = ray.get(ready[0])
@@ -488,6 +536,12 @@ class _Driver:
                 for cid, error in result["failed"]:
                     self.fail_or_retry(cid, error)
                 self.commit(result["markers"], w)
+                if "endpoint_down" in result:
+                    self.endpoint_down(w, task, result["done"], result["failed"], result["endpoint_down"])
+                else:
+                    self.down.pop(w, None)
+            if task[0] in ("plan", "flush") or (task[0] == "render" and result.get("done")):
+                progress_at = time.time()
 
     def stop(self) -> None:
         """Close the progress bar and end the workers (their open shards are debris for the next run)."""

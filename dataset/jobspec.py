@@ -33,12 +33,26 @@ class StrictModel(BaseModel):
 class RendererSpec(StrictModel):
     """Which renderer draws the clips."""
 
-    kind: Literal["embedded"] = "embedded"
-    """Renderer backend (the Unreal backend adds ``unreal``)."""
+    kind: Literal["embedded", "unreal"] = "embedded"
+    """``embedded`` (CPU ray casting here) or ``unreal`` (UnrealCV servers at ``endpoints``)."""
     supersample: int = Field(1, ge=1, le=4)
     """Colour rays per pixel side (embedded renderer)."""
     shadows: bool = False
     """Sun shadows (embedded renderer, unbaked scenes)."""
+    endpoints: list[str] = []
+    """``host:port`` of running UnrealCV servers (unreal renderer, attach mode): one worker per endpoint."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Seconds an UnrealCV request may take before the instance counts as hung (unreal renderer)."""
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> RendererSpec:
+        if self.kind == "unreal" and not self.endpoints:
+            raise ValueError("the unreal renderer needs endpoints: [\"host:port\", ...] of running UnrealCV servers")
+        for e in self.endpoints:
+            host, sep, port = e.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"endpoint {e!r} must be host:port, e.g. 127.0.0.1:9000")
+        return self
 
 
 class OutputSpec(StrictModel):
