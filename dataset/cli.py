@@ -202,6 +202,20 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"({counts['shards']} shards)", file=sys.stderr)
 
 
+def cmd_unreal_standin(args: argparse.Namespace) -> None:
+    from ue_plugin.standin import StandinServer
+
+    from .sources import load_scene
+
+    server = StandinServer(load_scene(args.scene), host=args.host, port=args.port)
+    print(f"UnrealCV stand-in for {args.scene} listening on {server.host}:{server.port} (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.stop()
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -310,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default="accepted", help="accepted (default), rejected or all")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("unreal", help="Unreal Engine tools (see ue_plugin/README.md)")
+    unreal = p.add_subparsers(dest="unreal_command", required=True)
+    q = unreal.add_parser("standin", help="serve a scene over the UnrealCV protocol (dry runs and tests, no Unreal)")
+    q.add_argument("scene", help="scene string, as for render")
+    q.add_argument("--port", type=int, default=9000, help="UnrealCV port (default 9000; 0 = any free port)")
+    q.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    q.set_defaults(func=cmd_unreal_standin)
 
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)

@@ -20,7 +20,7 @@ from dataset.conventions import (
     c2w_to_ue_pose,
     check_equirect_size,
     crop_rotation,
-    perspective_to_equirect,
+    equirect_directions,
     planar_to_range,
 )
 from dataset.render.base import Frames
@@ -60,6 +60,37 @@ def decode_depth_npy(data: bytes, fov_deg: float = 90.0) -> np.ndarray:
     return np.where(no_hit, 0.0, rng).astype(np.float32)
 
 
+class CubeStitcher:
+    """Cube faces to equirect through one precomputed lookup (``cv2.remap`` on a strip of the 6 faces).
+
+    Same pixel choice as ``conventions.perspective_to_equirect`` (the slow reference it is tested against):
+    each equirect pixel samples the face whose axis is closest to its ray.
+    """
+
+    def __init__(self, width: int, face: int) -> None:
+        import cv2
+
+        w, h = check_equirect_size(width)
+        self.face = face
+        rots = np.stack([crop_rotation(yaw, pitch) for yaw, pitch in CUBE_LAYOUT])
+        d = equirect_directions(w, h, dtype=np.float64).reshape(-1, 3)
+        local = np.einsum("nji,pj->npi", rots, d)
+        best = np.argmax(local[..., 2], axis=0)
+        sel = local[best, np.arange(len(d))]
+        f = face / 2.0  # FOV 90: focal length = half the side
+        x = np.clip(f * sel[:, 0] / sel[:, 2] + f - 0.5, 0, face - 1)  # cv2 pixel-centre coordinates
+        y = np.clip(f * sel[:, 1] / sel[:, 2] + f - 0.5, 0, face - 1)
+        self.map_x = (x + best * face).reshape(h, w).astype(np.float32)
+        self.map_y = y.reshape(h, w).astype(np.float32)
+        self._cv2 = cv2
+
+    def __call__(self, faces: list[np.ndarray], nearest: bool = False) -> np.ndarray:
+        """Equirect image of the 6 faces in CUBE_LAYOUT order (colour bilinear, or nearest for depth)."""
+        strip = np.ascontiguousarray(np.concatenate(faces, axis=1))
+        mode = self._cv2.INTER_NEAREST if nearest else self._cv2.INTER_LINEAR
+        return self._cv2.remap(strip, self.map_x, self.map_y, mode, borderMode=self._cv2.BORDER_REPLICATE)
+
+
 class UnrealCVRenderer:
     """Renders panoramas through one UnrealCV server (a running game or the stand-in)."""
 
@@ -79,6 +110,7 @@ class UnrealCVRenderer:
             except CommandError:
                 pass
         self._size: int | None = None
+        self._stitcher: CubeStitcher | None = None
 
     def _spawn_camera(self) -> int:
         """Spawn a camera and find its id by counting cameras (the reply is a name, not always a number)."""
@@ -96,6 +128,8 @@ class UnrealCVRenderer:
         if self._size != face:
             self.client.request(f"vset /camera/{self.camera}/size {face} {face}")
             self._size = face
+        if self._stitcher is None or self._stitcher.map_x.shape != (h, w):
+            self._stitcher = CubeStitcher(w, face)
         rots = [crop_rotation(yaw, pitch) for yaw, pitch in CUBE_LAYOUT]
         rgb = np.empty((len(poses), h, w, 3), np.uint8)
         depth = np.empty((len(poses), h, w), np.float32)
@@ -112,8 +146,8 @@ class UnrealCVRenderer:
             replies = self.client.request_batch(batch)
             faces_rgb = [decode_png_bgra(replies[4 * k + 2]) for k in range(6)]
             faces_depth = [decode_depth_npy(replies[4 * k + 3]) for k in range(6)]
-            rgb[i] = perspective_to_equirect(faces_rgb, rots, w, 90.0, "linear")
-            depth[i] = perspective_to_equirect(faces_depth, rots, w, 90.0, "nearest")
+            rgb[i] = self._stitcher(faces_rgb)
+            depth[i] = self._stitcher(faces_depth, nearest=True)
         return Frames(rgb, depth)
 
     def close(self) -> None:

@@ -12,9 +12,12 @@ rendered first (stale), and depth is planar centimetres rounded through float16.
 from __future__ import annotations
 
 import io
+import math
 import re
+import select
 import socket
 import threading
+import time
 
 import numpy as np
 
@@ -23,6 +26,8 @@ from dataset.conventions import range_to_planar, ue_pose_to_c2w, world_to_ue
 from .protocol import ConnectionLost, ProtocolError, recv_frame, send_frame
 
 PROJECT = "MatrixPanoStandin"
+TICK_REQUESTS = 32
+"""Requests the real server executes per game tick."""
 
 
 def _numbers(values) -> bytes:
@@ -44,13 +49,15 @@ class StandinServer:
     """Serves one scene on ``host:port`` in a background thread (``start``/``stop``, or a ``with`` block)."""
 
     def __init__(self, scene, host: str = "127.0.0.1", port: int = 0, precomputed: bool = False,
-                 renderer=None) -> None:
+                 renderer=None, tick_s: float = 0.0) -> None:
         from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 
         self.scene = scene
         self.renderer = renderer or EmbeddedRenderer(scene, RenderSettings(threads=1))
         self.precomputed = precomputed
         """Answer every image request with one precomputed image (measures pure protocol cost)."""
+        self.tick_s = tick_s
+        """Game-tick emulation: at most TICK_REQUESTS requests per tick of this many seconds (0 = off)."""
         self.cameras = [_Camera("PlayerCameraManager")]
         self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
@@ -97,13 +104,21 @@ class StandinServer:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             send_frame(conn, f"connected to {PROJECT}".encode())
+            in_tick = 0
             while not self._stop.is_set():
                 payload = recv_frame(conn)
                 head, sep, command = payload.partition(b":")
                 if not sep or not head.isdigit():
                     continue  # the real server drops requests without an id
+                if self.tick_s and in_tick == 0:  # a new batch waits for the next game tick
+                    now = time.perf_counter()
+                    time.sleep(math.ceil(now / self.tick_s) * self.tick_s - now)
                 self.requests += 1
                 send_frame(conn, head + b":" + self.handle(command.decode(errors="replace").strip()))
+                if self.tick_s:  # up to TICK_REQUESTS per tick, while more requests are already waiting
+                    in_tick += 1
+                    if in_tick >= TICK_REQUESTS or not select.select([conn], [], [], 0)[0]:
+                        in_tick = 0
         except (ConnectionLost, ProtocolError, OSError):
             pass
         finally:

@@ -52,3 +52,17 @@ def test_bad_endpoints_are_clear():
     with pytest.raises(ValueError, match="must be host:port"):
         parse_endpoint("localhost")
     assert parse_endpoint("10.0.0.2:9001") == ("10.0.0.2", 9001)
+
+
+def test_fast_stitcher_equals_the_reference():
+    from dataset.conventions import CUBE_LAYOUT, crop_rotation, perspective_to_equirect
+    from ue_plugin.backend import CubeStitcher
+
+    rng = np.random.default_rng(0)
+    faces = [rng.uniform(0.5, 20, (48, 48)).astype(np.float32) for _ in range(6)]
+    rots = [crop_rotation(y, p) for y, p in CUBE_LAYOUT]
+    fast = CubeStitcher(192, 48)(faces, nearest=True)
+    ref = perspective_to_equirect(faces, rots, 192, 90.0, "nearest")
+    assert (fast == ref).mean() > 0.995  # pixels on exact face borders may pick the neighbour
+    smooth = [np.full((48, 48, 3), 40 * k, np.uint8) for k in range(6)]
+    assert (CubeStitcher(192, 48)(smooth) == perspective_to_equirect(smooth, rots, 192, 90.0)).mean() > 0.99
