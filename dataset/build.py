@@ -98,7 +98,9 @@ class Worker:
         self.out_dir = Path(out_dir)
         self.counter = counter
         self.endpoint = endpoint
-        """The UnrealCV server this worker drives (unreal renderer)."""
+        """The UnrealCV server this worker drives (unreal renderer, attach mode)."""
+        self.instance = None
+        """The game instance this worker launched and owns (unreal renderer, launch mode)."""
         self.source: str | None = None
         self.scene = None
         self.renderer = None
@@ -117,7 +119,10 @@ class Worker:
             if self.renderer is None:
                 from ue_plugin.backend import UnrealCVRenderer
 
-                self.renderer = UnrealCVRenderer(self.endpoint, timeout=r.timeout_s)
+                if r.binary and self.instance is None:
+                    self.instance = _launch_instance(r, self.spec.resolution)
+                endpoint = self.instance.endpoint if self.instance else self.endpoint
+                self.renderer = UnrealCVRenderer(endpoint, timeout=r.timeout_s)
             return
         if self.renderer is not None:
             self.renderer.close()
@@ -130,7 +135,10 @@ class Worker:
             scene, plan = plan_scene(self.spec, source)
         except Exception as exc:  # one bad scene must not stop the build
             return {"scene": source, "error": f"{type(exc).__name__}: {exc}"}
-        self._use_scene(source, scene)
+        try:
+            self._use_scene(source, scene)
+        except Exception:  # e.g. a game instance that will not start: render tasks report it per clip
+            self.renderer = None
         return plan
 
     def render(self, source: str, scene_id: str, clips: list[dict]) -> dict:
@@ -156,8 +164,12 @@ class Worker:
             except lost as exc:  # the instance died or hung: not the clip's fault
                 self.renderer.close()
                 self.renderer = None
-                return {"done": done, "failed": failed, "markers": markers,
-                        "endpoint_down": f"{type(exc).__name__}: {exc}"}
+                result = {"done": done, "failed": failed, "markers": markers,
+                          "endpoint_down": f"{type(exc).__name__}: {exc}"}
+                if self.instance is not None:  # launch mode: start it again, the work is retried at once
+                    self.instance.restart()
+                    result["restarted"] = True
+                return result
             except Exception as exc:
                 failed.append((clip["clip_id"], f"{type(exc).__name__}: {exc} "
                                                 f"[{traceback.format_exc(limit=-1).splitlines()[-2].strip()}]"))
@@ -190,6 +202,23 @@ class Worker:
     def flush(self) -> list[dict]:
         """Commit the open shard, if any."""
         return [self._commit()] if self.writer is not None and self.writer.num_rows else []
+
+
+def _launch_instance(r, resolution: tuple[int, int]):
+    """Start this worker's own game instance on the GPU Ray gave it (launch mode)."""
+    import tempfile
+
+    import ray
+
+    from ue_plugin.launcher import InstanceConfig, UEInstance
+
+    gpus = ray.get_gpu_ids()
+    face = max(16, resolution[0] // 4)
+    instance = UEInstance(InstanceConfig(binary=r.binary, map=r.map, gpu=int(gpus[0]) if gpus else None,
+                                         resolution=(face, face), startup_timeout_s=r.startup_timeout_s,
+                                         workdir=str(Path(tempfile.gettempdir()) / "matrix-pano-ue")))
+    instance.start()
+    return instance
 
 
 class ShardCounter:
@@ -380,7 +409,13 @@ class _Driver:
         self.pool: list = []
         self.endpoint_of: dict = {}  # worker -> its UnrealCV endpoint (unreal renderer)
         self.down: dict = {}  # worker -> time its endpoint stopped answering
-        endpoints = spec.renderer.endpoints if spec.renderer.kind == "unreal" else []
+        r = spec.renderer
+        endpoints = r.endpoints if r.kind == "unreal" else []
+        if r.kind == "unreal" and r.binary:  # launch mode: each worker owns one game instance
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            n_workers = r.instances or (gpus * r.instances_per_gpu if gpus else n_workers)
+            if gpus and not r.instances:
+                self.worker_cls = self.worker_cls.options(num_gpus=1 / r.instances_per_gpu)
         for i in range(len(endpoints) or n_workers):
             self._new_worker(endpoints[i] if endpoints else None)
         self.done = len([c for c in self.states if c in self.committed])
@@ -538,6 +573,8 @@ class _Driver:
                 self.commit(result["markers"], w)
                 if "endpoint_down" in result:
                     self.endpoint_down(w, task, result["done"], result["failed"], result["endpoint_down"])
+                    if result.get("restarted"):
+                        self.down.pop(w, None)  # launch mode: the instance was restarted, use it again now
                 else:
                     self.down.pop(w, None)
             if task[0] in ("plan", "flush") or (task[0] == "render" and result.get("done")):

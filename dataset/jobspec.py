@@ -41,13 +41,27 @@ class RendererSpec(StrictModel):
     """Sun shadows (embedded renderer, unbaked scenes)."""
     endpoints: list[str] = []
     """``host:port`` of running UnrealCV servers (unreal renderer, attach mode): one worker per endpoint."""
+    binary: str | None = None
+    """Packaged game executable to launch (unreal renderer, launch mode), with ``map``."""
+    map: str | None = None
+    """Map the launched games open (launch mode)."""
+    instances_per_gpu: int = Field(1, ge=1)
+    """Game instances per GPU of the cluster (launch mode); each is owned by one worker."""
+    instances: int | None = Field(None, ge=1)
+    """Total instances instead (launch mode; for clusters without GPUs, or to use fewer)."""
+    startup_timeout_s: float = Field(300.0, gt=0)
+    """How long a launched game may take until UnrealCV answers."""
     timeout_s: float = Field(30.0, gt=0)
     """Seconds an UnrealCV request may take before the instance counts as hung (unreal renderer)."""
 
     @model_validator(mode="after")
     def _endpoints(self) -> RendererSpec:
-        if self.kind == "unreal" and not self.endpoints:
-            raise ValueError("the unreal renderer needs endpoints: [\"host:port\", ...] of running UnrealCV servers")
+        launch = self.binary is not None or self.map is not None
+        if self.kind == "unreal" and not self.endpoints and not (self.binary and self.map):
+            raise ValueError("the unreal renderer needs endpoints: [\"host:port\", ...] of running UnrealCV servers "
+                             "(attach mode) or binary: PATH and map: NAME (launch mode)")
+        if self.kind == "unreal" and self.endpoints and launch:
+            raise ValueError("give endpoints (attach mode) or binary + map (launch mode), not both")
         for e in self.endpoints:
             host, sep, port = e.rpartition(":")
             if not sep or not host or not port.isdigit():
