@@ -216,6 +216,20 @@ def cmd_unreal_standin(args: argparse.Namespace) -> None:
         server.stop()
 
 
+def cmd_unreal_ingest(args: argparse.Namespace) -> None:
+    from ue_plugin.ingest import ingest_mrq
+
+    data = json.loads(Path(args.trajectories).read_text())
+    try:
+        traj = data["trajectories"][args.index]
+    except (KeyError, IndexError, TypeError):
+        raise CliError(f"{args.trajectories} has no trajectory {args.index} (a matrix-pano sample output)") from None
+    c2w = np.asarray(traj["c2w"], np.float64).reshape(-1, 4, 4)
+    clip = ingest_mrq(args.frames, c2w, args.fps, args.out, traj["id"], data.get("scene", "unreal"),
+                      args.color_pass, args.depth_pass)
+    print(f"ingested {args.frames} as clip {clip} into {args.out}", file=sys.stderr)
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -332,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--port", type=int, default=9000, help="UnrealCV port (default 9000; 0 = any free port)")
     q.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     q.set_defaults(func=cmd_unreal_standin)
+    q = unreal.add_parser("ingest", help="add Movie Render Queue panorama frames (editor/mrq_panorama.py) as a clip")
+    q.add_argument("frames", help="MRQ output folder (<pass>.<frame>.exr)")
+    q.add_argument("--trajectories", required=True, help="trajectories.json the sequence was made from")
+    q.add_argument("--index", type=int, default=0, help="which trajectory of the file (default 0)")
+    q.add_argument("--out", required=True, help="dataset folder to add the clip to")
+    q.add_argument("--fps", type=float, default=12.0, help="frame rate of the sequence")
+    q.add_argument("--color-pass", default="FinalImage", help="colour pass name in the file names")
+    q.add_argument("--depth-pass", default="M_RangeDepth", help="range-depth material pass name")
+    q.set_defaults(func=cmd_unreal_ingest)
 
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)

@@ -3,7 +3,8 @@
 - ``procedural:indoor:SEED``, ``procedural:outdoor:SEED``, ``procedural:room:WxDxH``: generated scenes;
 - ``openarena:MAP``: a Quake 3 level from the installed OpenArena archives (``apt-get install
   openarena-data``), ``PATH.pk3:MAP`` or ``PATH.bsp`` for other archives and files;
-- a mesh file path ``.gltf``/``.glb``/``.obj``/``.ply``, optionally with ``?up=y|z|x&scale=S``.
+- a mesh file path ``.gltf``/``.glb``/``.obj``/``.ply``, optionally with ``?up=y|z|x&scale=S``;
+- ``unreal:PATH/level.json``: a level exported from Unreal by ``ue_plugin/editor/export_level.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def load_scene(source: str) -> Scene:
             from .procedural import load_procedural
 
             scene = load_procedural(source)
+        elif source.startswith("unreal:"):
+            from ue_plugin.level import load_unreal_level
+
+            scene = load_unreal_level(source)
         elif source.startswith("openarena:") or _is_quake3_path(source):
             from .quake3 import load_quake3
 
