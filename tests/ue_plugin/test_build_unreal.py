@@ -43,6 +43,9 @@ def test_build_through_two_standins_matches_the_embedded_depth(tmp_path, local_r
         counts = run_build(_spec([a.port, b.port]), tmp_path, progress=False)
         assert a.requests > 0 and b.requests > 0, "both instances did work"
     assert counts["clips_committed"] == 4 and verify_dataset(tmp_path) == []
+    import json
+
+    assert "float16" in json.loads((tmp_path / "manifest.json").read_text())["depth_precision"]
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
         for clip in PanoDataset(tmp_path).clips():
             assert clip.row["renderer"] == "unreal"
