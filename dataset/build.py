@@ -390,7 +390,6 @@ class _Driver:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.counter = ray.remote(ShardCounter).options(num_cpus=0, scheduling_strategy=here).remote(
             next_shard_number(out))
-        self.worker_cls = ray.remote(Worker).options(num_cpus=1, max_restarts=0)
         self.committed = committed_clip_ids(out)
         self.states: dict[str, _ClipState] = {}
         self.failures: dict[str, dict] = {}
@@ -414,11 +413,15 @@ class _Driver:
         self.down: dict = {}  # worker -> time its endpoint stopped answering
         r = spec.renderer
         endpoints = r.endpoints if r.kind == "unreal" else []
+        options = {"num_cpus": 1, "max_restarts": 0}
         if r.kind == "unreal" and r.binary:  # launch mode: each worker owns one game instance
             gpus = int(ray.cluster_resources().get("GPU", 0))
             n_workers = r.instances or (gpus * r.instances_per_gpu if gpus else n_workers)
             if gpus and not r.instances:
-                self.worker_cls = self.worker_cls.options(num_gpus=1 / r.instances_per_gpu)
+                options["num_gpus"] = 1 / r.instances_per_gpu
+        if r.resources:
+            options["resources"] = dict(r.resources)
+        self.worker_cls = ray.remote(Worker).options(**options)
         for i in range(len(endpoints) or n_workers):
             self._new_worker(endpoints[i] if endpoints else None)
         self.done = len([c for c in self.states if c in self.committed])

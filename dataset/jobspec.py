@@ -51,6 +51,9 @@ class RendererSpec(StrictModel):
     """Total instances instead (launch mode; for clusters without GPUs, or to use fewer)."""
     startup_timeout_s: float = Field(300.0, gt=0)
     """How long a launched game may take until UnrealCV answers."""
+    resources: dict[str, float] = {}
+    """Ray custom resources each render worker needs, e.g. ``{ue_slot: 1}`` with nodes started as
+    ``ray start --resources='{"ue_slot": 4}'`` to place 4 game instances per node (unreal renderer)."""
     timeout_s: float = Field(30.0, gt=0)
     """Seconds an UnrealCV request may take before the instance counts as hung (unreal renderer)."""
 

@@ -62,12 +62,14 @@ def test_launch_mode_build_survives_a_crashed_instance(game_binary, tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=2, num_gpus=1, resources={"ue_slot": 2}, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)  # one (logical) GPU: two instances share it
     try:
         spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 6, "frames_per_clip": 8,
                                "resolution": [256, 128], "output": {"shard_size_mb": 0.05, "rows_per_group": 1},
                                "renderer": {"kind": "unreal", "binary": str(game_binary),
-                                            "map": "procedural:indoor:1", "instances": 2, "timeout_s": 5}})
+                                            "map": "procedural:indoor:1", "instances_per_gpu": 2, "timeout_s": 5,
+                                            "resources": {"ue_slot": 1}}})
         out = tmp_path / "out"
 
         def crash_one():
@@ -76,10 +78,12 @@ def test_launch_mode_build_survives_a_crashed_instance(game_binary, tmp_path):
                 time.sleep(0.05)
             import subprocess
 
-            pids = subprocess.run(["pgrep", "-f", str(FAKE_GAME)], capture_output=True, text=True).stdout.split()
-            if pids:
-                os.kill(int(pids[0]), signal.SIGKILL)
+            games = subprocess.run(["pgrep", "-af", str(FAKE_GAME)], capture_output=True, text=True).stdout
+            seen.extend(games.splitlines())
+            if seen:
+                os.kill(int(seen[0].split()[0]), signal.SIGKILL)
 
+        seen = []
         killer = threading.Thread(target=crash_one)
         killer.start()
         counts = run_build(spec, out, progress=False)
@@ -87,6 +91,7 @@ def test_launch_mode_build_survives_a_crashed_instance(game_binary, tmp_path):
         ids = [c for _, m in committed_shards(out) for c in m["clip_ids"]]
         assert len(ids) == len(set(ids)) == 6 == counts["clips_committed"] and verify_dataset(out) == []
         assert counts["endpoint_failures"] >= 1, "the crash was noticed; the instance was restarted"
+        assert seen and all("-graphicsadapter=0" in line for line in seen), seen
     finally:
         ray.shutdown()
     time.sleep(1)
