@@ -230,6 +230,44 @@ def cmd_unreal_ingest(args: argparse.Namespace) -> None:
     print(f"ingested {args.frames} as clip {clip} into {args.out}", file=sys.stderr)
 
 
+def cmd_guidance(args: argparse.Namespace) -> None:
+    from inference.guidance import PRESETS, load_trajectory, preset_trajectory, safe_rescale, write_guidance
+
+    if args.from_clip:
+        from .reader import PanoDataset
+
+        folder, clip_id = args.from_clip
+        clip = next((c for c in PanoDataset(folder).clips() if c.clip_id == clip_id), None)
+        if clip is None:
+            raise CliError(f"{folder} has no committed clip {clip_id!r} (see matrix-pano stats {folder})")
+        rgb, depth, c2w0 = clip.frames()[0], clip.depth()[0], clip.c2w[0]
+        clip_poses, fps = clip.c2w, clip.row["fps"]
+    elif args.panorama and args.depth:
+        from PIL import Image
+
+        rgb = np.asarray(Image.open(args.panorama).convert("RGB"))
+        depth = np.load(args.depth, allow_pickle=False).astype(np.float32)
+        c2w0, clip_poses, fps = np.eye(4), None, args.fps
+    else:
+        raise CliError("give --panorama PNG --depth NPY, or --from-clip DATASET_DIR CLIP_ID")
+    if args.trajectory is None and clip_poses is None:
+        raise CliError("give --trajectory FILE or one of the presets: " + ", ".join(PRESETS))
+    if args.trajectory is None:
+        poses = clip_poses  # the clip's own camera path: guidance to compare with its real frames
+    else:
+        local = (preset_trajectory(args.trajectory, depth, args.frames, args.movement)
+                 if args.trajectory in PRESETS else load_trajectory(args.trajectory))
+        if args.safety:
+            local = safe_rescale(local, depth, args.safety)
+        poses = c2w0[None] @ local if args.trajectory in PRESETS else local
+    summary = write_guidance(args.out, rgb, depth, c2w0, poses, fps, args.threshold)
+    masks = summary["mask_fraction"]
+    print(json.dumps({"frames": summary["frames"], "mask_fraction_first": round(masks[0], 4),
+                      "mask_fraction_last": round(masks[-1], 4),
+                      "invisible_fraction": round(summary["invisible_fraction"], 4)}))
+    print(f"wrote {args.out}/rendered_rgb.mp4, rendered_mask.mp4, cameras.json, contact_sheet.png", file=sys.stderr)
+
+
 def cmd_scenes(args: argparse.Namespace) -> None:
     from .sources import list_scenes
 
@@ -355,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--color-pass", default="FinalImage", help="colour pass name in the file names")
     q.add_argument("--depth-pass", default="M_RangeDepth", help="range-depth material pass name")
     q.set_defaults(func=cmd_unreal_ingest)
+
+    p = sub.add_parser("guidance", help="render a panorama's mesh along a trajectory: guidance video + mask")
+    p.add_argument("--panorama", help="equirect RGB image (PNG/JPG)")
+    p.add_argument("--depth", help="range depth .npy (H, W) in metres, 0 = no depth")
+    p.add_argument("--from-clip", nargs=2, metavar=("DATASET_DIR", "CLIP_ID"),
+                   help="use a dataset clip's first frame, depth and (without --trajectory) its poses")
+    p.add_argument("--trajectory", help="JSON file (ours or Matrix-3D cameras) or a preset: straight, s_curve, "
+                                        "l_curve, r_curve")
+    p.add_argument("--frames", type=int, default=49, help="frames of a preset trajectory")
+    p.add_argument("--movement", type=float, default=0.5, help="preset path length as a fraction of the depth ahead")
+    p.add_argument("--safety", type=float, default=0.0,
+                   help="shrink the path so the camera stays within this fraction of the depth (0 = off)")
+    p.add_argument("--threshold", type=float, default=0.05, help="relative depth variation of invisible edges")
+    p.add_argument("--fps", type=float, default=12.0, help="frame rate of the videos")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_guidance)
 
     p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
     p.set_defaults(func=cmd_scenes)

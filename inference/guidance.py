@@ -1,0 +1,217 @@
+"""Trajectory guidance: a panorama and its depth become a coloured mesh, rendered along a camera path into
+equirect RGB frames plus a validity mask (Matrix-3D's conditioning for its video model).
+
+Mesh: every equirect pixel's depth gives a world-space vertex (DESIGN.md section 1 rays, times range,
+through the panorama's c2w); neighbouring pixels make two triangles per quad, wrapping across the 360°
+seam, and each pole row is closed by a fan around one vertex at the row's mean position.
+
+Invisible edges: a pixel whose depth varies over its 1-ring by more than ``threshold`` relative to its
+own depth ((max - min) / depth), or has no depth, is invisible: its vertex is black and every face that
+touches it belongs to the "invisible" object; pixels without depth (sky) make no faces at all. Renders
+then show black holes where the mesh has no information (instead of rubber faces stretched across depth
+edges), and the mask is exactly the pixels whose first hit is a visible face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataset.conventions import as_c2w_array, equirect_directions
+from dataset.render.embedded import EmbeddedRenderer, RenderSettings
+from dataset.scene import Material, Scene, SceneObject
+
+DEFAULT_THRESHOLD = 0.05
+"""Relative 1-ring depth variation above which a pixel is invisible."""
+
+
+def invisible_pixels(depth: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """(H, W) bool: pixels on depth discontinuities (or without depth) by the 1-ring relative variation."""
+    d = np.asarray(depth, np.float64)
+    padded = np.pad(d, ((1, 1), (0, 0)), mode="edge")
+    padded = np.concatenate([padded[:, -1:], padded, padded[:, :1]], axis=1)  # wrap the 360° seam
+    h, w = d.shape
+    ring = np.stack([padded[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variation = (ring.max(0) - ring.min(0)) / d
+    return ~(d > 0) | ~np.isfinite(variation) | (variation > threshold)
+
+
+@dataclass
+class PanoramaMesh:
+    """A panorama as a renderable scene: object 0 holds the visible faces, object 1 the invisible ones."""
+
+    scene: Scene
+    invisible: np.ndarray
+    """(H, W) bool invisible pixels."""
+
+
+def panorama_mesh(rgb: np.ndarray, depth: np.ndarray, c2w: np.ndarray,
+                  threshold: float = DEFAULT_THRESHOLD) -> PanoramaMesh:
+    """Mesh of an equirect panorama (H, W, 3) uint8 with range depth (H, W) metres seen from ``c2w``."""
+    h, w = depth.shape
+    if rgb.shape[:2] != (h, w):
+        raise ValueError(f"panorama {rgb.shape[:2]} and depth {(h, w)} sizes differ")
+    c2w = as_c2w_array(c2w)[0]
+    invisible = invisible_pixels(depth, threshold)
+    dirs = equirect_directions(w, h, dtype=np.float64)
+    d = np.where(depth > 0, depth, 0.0)
+    cam = dirs * d[..., None]
+    verts = (cam.reshape(-1, 3) @ c2w[:3, :3].T + c2w[:3, 3])
+    # Poles: one vertex per pole at the mean of its row (only over pixels with depth).
+    top = verts[:w][depth[0] > 0].mean(0) if (depth[0] > 0).any() else c2w[:3, 3]
+    bottom = verts[-w:][depth[-1] > 0].mean(0) if (depth[-1] > 0).any() else c2w[:3, 3]
+    verts = np.concatenate([verts, top[None], bottom[None]])
+    top_i, bottom_i = h * w, h * w + 1
+    idx = np.arange(h * w).reshape(h, w)
+    right = np.roll(idx, -1, axis=1)
+    a, b, c, e = idx[:-1], right[:-1], idx[1:], right[1:]
+    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([b, c, e], -1).reshape(-1, 3),
+                            np.stack([np.full(w, top_i), idx[0], right[0]], -1),
+                            np.stack([np.full(w, bottom_i), right[-1], idx[-1]], -1)])
+    colour = (rgb.reshape(-1, 3).astype(np.float32) / 255.0) * ~invisible.reshape(-1, 1)
+    vis = ~invisible.reshape(-1)
+    pole_colour = np.zeros((2, 3), np.float32)
+    colour = np.concatenate([colour, pole_colour])
+    vis = np.concatenate([vis, [vis[:w].all(), vis[-w:].all()]])
+    has_depth = np.concatenate([(depth > 0).reshape(-1), [(depth[0] > 0).any(), (depth[-1] > 0).any()]])
+    faces = faces[has_depth[faces].all(axis=1)]  # no depth, no surface: those rays see nothing
+    face_visible = vis[faces].all(axis=1)
+    scene = Scene(vertices=verts.astype(np.float32), faces=faces.astype(np.int32),
+                  face_material=np.zeros(len(faces), np.int32), materials=[Material("vertex colour", (1, 1, 1))],
+                  face_object=np.where(face_visible, 0, 1).astype(np.int32),
+                  objects=[SceneObject("visible", "structure"), SceneObject("invisible", "structure")],
+                  colors=colour[faces], baked_lighting=True, name="panorama mesh")
+    return PanoramaMesh(scene, invisible)
+
+
+def render_guidance(mesh: PanoramaMesh, c2w: np.ndarray, width: int, threads: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Equirect guidance frames (N, H, W, 3) uint8 and masks (N, H, W) bool along poses (N, 4, 4)."""
+    settings = RenderSettings(auto_gain=False, mipmaps=False)
+    if threads:
+        settings = RenderSettings(auto_gain=False, mipmaps=False, threads=threads)
+    with EmbeddedRenderer(mesh.scene, settings) as renderer:
+        frames = renderer.render(c2w, width)
+    mask = frames.instance == 0
+    rgb = np.where(mask[..., None], frames.rgb, 0).astype(np.uint8)
+    return rgb, mask
+
+
+# ---------------------------------------------------------------------------------------------- trajectories
+
+PRESETS = ("straight", "s_curve", "l_curve", "r_curve")
+
+
+def depth_ahead(depth: np.ndarray, half_angle_deg: float = 10.0) -> float:
+    """Median range in the forward cone (equirect centre) of a panorama; 0 if nothing is there."""
+    h, w = depth.shape
+    du = max(1, round(w * half_angle_deg / 360))
+    dv = max(1, round(h * half_angle_deg / 180))
+    patch = depth[h // 2 - dv:h // 2 + dv, w // 2 - du:w // 2 + du]
+    hits = patch[patch > 0]
+    return float(np.median(hits)) if hits.size else 0.0
+
+
+def preset_trajectory(name: str, depth: np.ndarray, frames: int = 49, movement: float = 0.5) -> np.ndarray:
+    """Poses (frames, 4, 4) in the panorama's camera frame: move ``movement`` x the depth ahead, facing along
+    the path. ``straight``; ``s_curve`` (sideways sway); ``l_curve`` / ``r_curve`` (turning 60° left/right)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown trajectory preset {name!r}: use one of {', '.join(PRESETS)} or a JSON file")
+    ahead = depth_ahead(depth)
+    if ahead <= 0:
+        raise ValueError("nothing ahead of the panorama's centre to move towards (no depth there)")
+    length = movement * ahead
+    s = np.linspace(0.0, 1.0, frames)
+    if name == "straight":
+        x, z = np.zeros_like(s), s * length
+        dx, dz = np.zeros_like(s), np.full_like(s, length)
+    elif name == "s_curve":  # sideways sway that starts and ends level, so frame 0 is the panorama's view
+        a = 0.3 * length
+        x, z = a * np.sin(2 * np.pi * s) * np.sin(np.pi * s), s * length
+        dx = a * np.pi * (2 * np.cos(2 * np.pi * s) * np.sin(np.pi * s) + np.sin(2 * np.pi * s) * np.cos(np.pi * s))
+        dz = np.full_like(s, length)
+    else:
+        turn = np.radians(60.0) * (1 if name == "r_curve" else -1)  # +x is right in the camera frame
+        radius = length / abs(turn)
+        angle = s * abs(turn)
+        x, z = np.sign(turn) * radius * (1 - np.cos(angle)), radius * np.sin(angle)
+        dx, dz = np.sign(turn) * np.sin(angle), np.cos(angle)
+    poses = np.repeat(np.eye(4)[None], frames, axis=0)
+    yaw = np.arctan2(dx, dz)  # turning right = towards +x
+    for i in range(frames):
+        c, sn = np.cos(yaw[i]), np.sin(yaw[i])
+        poses[i, :3, :3] = [[c, 0, sn], [0, 1, 0], [-sn, 0, c]]
+        poses[i, :3, 3] = [x[i], 0.0, z[i]]
+    return poses
+
+
+def safe_rescale(poses: np.ndarray, depth: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """Shrink the path (about its start) so no camera gets farther from the start than ``fraction`` x the
+    panorama's depth in its direction (poses in the panorama camera frame)."""
+    from dataset.conventions import direction_to_pixel
+
+    pos = poses[:, :3, 3]
+    dist = np.linalg.norm(pos, axis=1)
+    moving = dist > 1e-9
+    if not moving.any():
+        return poses
+    u, v = direction_to_pixel(pos[moving] / dist[moving, None], depth.shape[1], depth.shape[0])
+    d = depth[np.clip(v.astype(int), 0, depth.shape[0] - 1), np.clip(u.astype(int), 0, depth.shape[1] - 1)]
+    limits = np.where(d > 0, fraction * d, np.inf)
+    scale = min(1.0, float(np.min(limits / dist[moving])))
+    out = poses.copy()
+    out[:, :3, 3] *= scale
+    return out
+
+
+def load_trajectory(path: str) -> np.ndarray:
+    """Poses from a JSON file: ours (``{"c2w": [...]}`` or a ``matrix-pano sample`` output, first trajectory)
+    or Matrix-3D's camera format (a list of w2c 4x4)."""
+    import json
+    from pathlib import Path
+
+    from dataset.conventions import load_matrix3d_cameras
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read trajectory {path}: {exc}") from None
+    if isinstance(data, list):
+        return load_matrix3d_cameras(path)
+    if isinstance(data, dict) and "trajectories" in data and data["trajectories"]:
+        data = data["trajectories"][0]
+    if isinstance(data, dict) and "c2w" in data:
+        return as_c2w_array(data["c2w"])
+    raise ValueError(f"{path}: not a trajectory (give {{'c2w': [[16 numbers], ...]}}, a matrix-pano sample output "
+                     f"or a Matrix-3D camera list)")
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def write_guidance(out_dir: str, rgb: np.ndarray, depth: np.ndarray, c2w0: np.ndarray, poses: np.ndarray,
+                   fps: float = 12.0, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Render guidance for world poses and write rendered_rgb.mp4, rendered_mask.mp4, cameras.json (Matrix-3D
+    format, relative to the panorama's camera) and contact_sheet.png into ``out_dir``; returns a summary."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from dataset.codecs import encode_mp4
+    from dataset.conventions import save_matrix3d_cameras
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mesh = panorama_mesh(rgb, depth, c2w0, threshold)
+    frames, masks = render_guidance(mesh, poses, rgb.shape[1])
+    (out / "rendered_rgb.mp4").write_bytes(encode_mp4(frames, fps, crf=12))
+    mask_rgb = np.repeat((masks[..., None] * 255).astype(np.uint8), 3, axis=3)
+    (out / "rendered_mask.mp4").write_bytes(encode_mp4(mask_rgb, fps, crf=0))
+    save_matrix3d_cameras(out / "cameras.json", np.linalg.inv(c2w0)[None] @ poses)
+    picks = sorted({0, len(frames) // 2, len(frames) - 1})
+    sheet = np.concatenate([np.concatenate([frames[i], mask_rgb[i]], axis=1) for i in picks], axis=0)
+    Image.fromarray(sheet).save(out / "contact_sheet.png")
+    return {"frames": len(frames), "mask_fraction": [float(m.mean()) for m in masks],
+            "invisible_fraction": float(mesh.invisible.mean())}
