@@ -215,3 +215,55 @@ def write_guidance(out_dir: str, rgb: np.ndarray, depth: np.ndarray, c2w0: np.nd
     Image.fromarray(sheet).save(out / "contact_sheet.png")
     return {"frames": len(frames), "mask_fraction": [float(m.mean()) for m in masks],
             "invisible_fraction": float(mesh.invisible.mean())}
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def splat_render(rgb: np.ndarray, depth: np.ndarray, c2w0: np.ndarray, poses: np.ndarray, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The point-cloud baseline (Matrix-3D's ablation): every pixel with depth becomes a point, splatted
+    into each target equirect as one pixel with a z-buffer. Returns frames and masks like ``render_guidance``."""
+    from dataset.conventions import direction_to_pixel
+
+    h0, w0 = depth.shape
+    c2w0 = as_c2w_array(c2w0)[0]
+    valid = (depth > 0).reshape(-1)
+    dirs = equirect_directions(w0, h0, dtype=np.float64).reshape(-1, 3)[valid]
+    world = (dirs * depth.reshape(-1)[valid, None]) @ c2w0[:3, :3].T + c2w0[:3, 3]
+    colour = rgb.reshape(-1, 3)[valid]
+    height = width // 2
+    frames = np.zeros((len(poses), height, width, 3), np.uint8)
+    masks = np.zeros((len(poses), height, width), bool)
+    for i, pose in enumerate(as_c2w_array(poses)):
+        local = (world - pose[:3, 3]) @ pose[:3, :3]
+        rng = np.linalg.norm(local, axis=1)
+        u, v = direction_to_pixel(local / np.maximum(rng, 1e-9)[:, None], width, height)
+        pix = np.clip(v.astype(np.int64), 0, height - 1) * width + np.clip(u.astype(np.int64), 0, width - 1)
+        order = np.lexsort((rng, pix))  # per pixel, nearest point first
+        first = np.ones(len(order), bool)
+        first[1:] = pix[order][1:] != pix[order][:-1]
+        keep = order[first]
+        frames[i].reshape(-1, 3)[pix[keep]] = colour[keep]
+        masks[i].reshape(-1)[pix[keep]] = True
+    return frames, masks
+
+
+def guidance_quality(real_rgb: np.ndarray, real_depth: np.ndarray, c2w: np.ndarray,
+                     threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+    """Per frame of a real clip: distance travelled, mesh guidance PSNR on its mask and mask fraction, and the
+    same for the point-cloud splat (built from frame 0 only, compared with the clip's real frames)."""
+    from dataset.codecs import psnr
+
+    width = real_rgb.shape[2]
+    mesh = panorama_mesh(real_rgb[0], real_depth[0], c2w[0], threshold)
+    g_rgb, g_mask = render_guidance(mesh, c2w, width)
+    s_rgb, s_mask = splat_render(real_rgb[0], real_depth[0], c2w[0], c2w, width)
+    rows = []
+    for i in range(len(c2w)):
+        rows.append({"frame": i, "distance_m": float(np.linalg.norm(c2w[i, :3, 3] - c2w[0, :3, 3])),
+                     "mesh_psnr": psnr(g_rgb[i][g_mask[i]], real_rgb[i][g_mask[i]]),
+                     "mesh_mask": float(g_mask[i].mean()),
+                     "splat_psnr": psnr(s_rgb[i][s_mask[i]], real_rgb[i][s_mask[i]]),
+                     "splat_mask": float(s_mask[i].mean())})
+    return rows
