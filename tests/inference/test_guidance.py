@@ -128,3 +128,17 @@ def test_mesh_guidance_beats_the_point_cloud_splat(indoor_clip):
     assert rows[0]["mesh_psnr"] == float("inf")
     for row in rows[4:]:  # once the camera has moved: better colours and more coverage (no Moire gaps)
         assert row["mesh_psnr"] > row["splat_psnr"] and row["mesh_mask"] > row["splat_mask"], row
+
+
+def test_cli_from_a_dataset_clip_uses_its_first_frame_and_poses(small_dataset, tmp_path, capsys):
+    from dataset.cli import main
+    from dataset.reader import PanoDataset
+
+    clip = next(PanoDataset(small_dataset).clips(scene="procedural:room:6x8x3"))
+    out = tmp_path / "guide"
+    assert main(["guidance", "--from-clip", str(small_dataset), clip.clip_id, "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == clip.row["num_frames"] and summary["mask_fraction_first"] > 0.3  # 128 px wide
+    cams = load_matrix3d_cameras(out / "cameras.json")
+    assert np.allclose(cams, np.linalg.inv(clip.c2w[0])[None] @ clip.c2w, atol=1e-9)
+    assert main(["guidance", "--from-clip", str(small_dataset), "nope", "--out", str(out)]) == 2
