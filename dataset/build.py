@@ -312,10 +312,11 @@ def init_ray(address: str | None, workers: int | None):
     """Ray, joined at ``address`` or started here with ``workers`` CPUs (all when None); already running: as is."""
     import ray
 
+    if address:
+        _probe_address(address)  # even when Ray runs already: a wrong address is an error, not ignored
     if ray.is_initialized():
         return ray
     if address:
-        _probe_address(address)
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -32,3 +32,15 @@ def small_dataset(tmp_path_factory):
         if started:
             ray.shutdown()
     return out
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local 2-CPU Ray for the tests of one module (an already running one is used as is)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()

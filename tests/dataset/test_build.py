@@ -23,14 +23,6 @@ from dataset.shards import committed_clip_ids, committed_shards
 ray = pytest.importorskip("ray")
 
 
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def spec(**overrides):
     return parse_job_spec({**SMALL_BUILD, **overrides})
 

@@ -20,16 +20,6 @@ ray = pytest.importorskip("ray")
 SCENE = "procedural:indoor:1"
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def _spec(ports, **extra):
     return parse_job_spec({"scenes": [SCENE], "trajectories_per_scene": 4, "frames_per_clip": 4,
                            "resolution": [256, 128], "output": {"shard_size_mb": 0.05, "rows_per_group": 1},
