@@ -545,7 +545,7 @@ class _Driver:
         while self._unfinished():
             self.dispatch()
             ready, _ = ray.wait(list(self.busy), num_returns=1, timeout=5.0)
-            if time.time() - progress_at > WORKER_WAIT_S and self.queue:
+            if time.time() - progress_at > WORKER_WAIT_S and self.queue and not self._real_work_in_flight():
                 if self.down:
                     raise BuildError(f"no progress for {WORKER_WAIT_S:.0f} s: no UnrealCV endpoint answers "
                                      f"(last: {self.last_error}); committed shards are intact, rerun to continue")
