@@ -19,10 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pyarrow.parquet as pq
+
 from dataset.codecs import decode_first_frame
 from dataset.reader import PanoDataset
 
 REVIEW_FILE = "review.jsonl"
+LISTED = ["clip_id", "scene", "status", "reject_reasons", "caption", "scores"]
+"""Columns the page shows."""
 VERDICTS = ("accept", "reject", "clear")
 
 
@@ -81,8 +85,16 @@ class ReviewApp:
         self.dataset = PanoDataset(folder)
         self.log = ReviewLog(folder)
         self.reviewer = reviewer
-        table = self.dataset.table(columns=["clip_id", "scene", "status", "reject_reasons", "caption", "scores"])
-        self.clips = table.to_pylist()
+        self.clips: list[dict] = []
+        self.where: dict[str, tuple] = {}
+        """clip id -> (shard, row group, row): a thumbnail reads one row group's video column only."""
+        for path in self.dataset.shards:
+            f = pq.ParquetFile(path)
+            for g in range(f.num_row_groups):
+                rows = f.read_row_group(g, columns=LISTED).to_pylist()
+                for i, row in enumerate(rows):
+                    self.where[row["clip_id"]] = (path, g, i)
+                self.clips += rows
         self.index = {c["clip_id"]: i for i, c in enumerate(self.clips)}
         self._thumbs: dict[str, bytes] = {}
 
@@ -95,12 +107,11 @@ class ReviewApp:
         if clip_id not in self._thumbs:
             from PIL import Image
 
-            for clip in self.dataset.clips():
-                if clip.clip_id == clip_id:
-                    buf = io.BytesIO()
-                    Image.fromarray(decode_first_frame(clip.row["rgb_mp4"])).save(buf, "JPEG", quality=88)
-                    self._thumbs[clip_id] = buf.getvalue()
-                    break
+            path, group, row = self.where[clip_id]
+            video = pq.ParquetFile(path).read_row_group(group, columns=["rgb_mp4"])["rgb_mp4"][row].as_py()
+            buf = io.BytesIO()
+            Image.fromarray(decode_first_frame(video)).save(buf, "JPEG", quality=88)
+            self._thumbs[clip_id] = buf.getvalue()
         return self._thumbs[clip_id]
 
 
