@@ -225,9 +225,11 @@ def _peel(caster: EmbreeCaster, xs: np.ndarray, ys: np.ndarray, top: float, max_
     heights = np.full((gx.size, max_layers), np.nan, np.float32)
     nz = np.zeros((gx.size, max_layers), np.float32)
     active = np.arange(gx.size)
+    used = 1
     for layer in range(max_layers):
         if len(active) == 0:
             break
+        used = layer + 1
         hits = caster.cast(np.ascontiguousarray(origins[active]), np.ascontiguousarray(down[active]))
         hit = hits.prim >= 0
         active, t, prim = active[hit], hits.t[hit], hits.prim[hit]
@@ -235,7 +237,8 @@ def _peel(caster: EmbreeCaster, xs: np.ndarray, ys: np.ndarray, top: float, max_
         heights[active, layer] = z
         nz[active, layer] = normals_z[prim]
         origins[active, 2] = z - 1e-3  # continue just below this surface
-    return heights.reshape(ny, nx, max_layers), nz.reshape(ny, nx, max_layers)
+    # Only the layers some column reached (most scenes use a few of max_layers): less work downstream.
+    return heights[:, :used].reshape(ny, nx, used), nz[:, :used].reshape(ny, nx, used)
 
 
 def extract_walkable(scene: Scene, config: WalkableConfig | None = None,
