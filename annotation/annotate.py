@@ -26,7 +26,18 @@ from pydantic import Field
 from annotation.filters import clip_scores, verdict
 from dataset.codecs import decode_depth, decode_mp4
 from dataset.jobspec import AnnotationSpec, JobError, StrictModel
-from dataset.shards import SCHEMA, SCORES, SHARD_RE, commit_table, committed_shards, remove_debris, write_atomic
+from dataset.shards import (
+    SCHEMA,
+    SCORES,
+    SHARD_RE,
+    commit_table,
+    committed_shards,
+    is_inside,
+    read_manifest,
+    remove_debris,
+    rows_per_group,
+    write_atomic,
+)
 
 
 class CaptionerSpec(StrictModel):
@@ -78,12 +89,8 @@ class AnnotateError(JobError):
 def _thresholds(src: Path, spec: AnnotateSpec) -> AnnotationSpec:
     if spec.annotation is not None:
         return spec.annotation
-    manifest = src / "manifest.json"
-    if manifest.exists():
-        built = json.loads(manifest.read_text()).get("spec", {}).get("annotation")
-        if built is not None:
-            return AnnotationSpec.model_validate(built)
-    return AnnotationSpec()
+    built = read_manifest(src).get("spec", {}).get("annotation")
+    return AnnotationSpec() if built is None else AnnotationSpec.model_validate(built)
 
 
 def annotate_table(table: pa.Table, thresholds: AnnotationSpec, rescore: bool, captioner=None,
@@ -154,14 +161,14 @@ class AnnotateWorker:
         table = pq.read_table(self.src / "shards" / name)
         table = annotate_table(table, self.thresholds, self.spec.rescore, self.captioner, self.spec.captioner)
         number = int(SHARD_RE.match(name).group(1))
-        rows_per_group = max(1, pq.ParquetFile(self.src / "shards" / name).metadata.row_group(0).num_rows)
-        return commit_table(self.out / "shards", number, table.cast(SCHEMA), rows_per_group)
+        group = rows_per_group(self.src / "shards" / name)
+        return commit_table(self.out / "shards", number, table.cast(SCHEMA), group)
 
 
 def _prepare_output(src: Path, out: Path, spec: AnnotateSpec, overwrite: bool) -> None:
     if not committed_shards(src):
         raise AnnotateError(f"{src}: no committed shards to annotate (is it a dataset built by matrix-pano?)")
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+    if is_inside(src, out):
         raise AnnotateError(f"--out {out} must be outside the input dataset {src} (input shards are never modified)")
     manifest = out / "manifest.json"
     if manifest.exists() and not overwrite:
@@ -240,7 +247,7 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
     counts = {"shards": len(shards), "clips": sum(m["rows"] for _, m in shards),
               "accepted": sum(m["accepted"] for _, m in shards), "rejected": sum(m["rejected"] for _, m in shards),
               "seconds": round(time.time() - start, 1)}
-    source_manifest = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
+    source_manifest = read_manifest(src)
     manifest = {**source_manifest, "source": str(src.resolve()), "annotate_spec": spec.model_dump(mode="json"),
                 "thresholds": thresholds.model_dump(mode="json"), "counts": {**source_manifest.get("counts", {}),
                                                                                "annotated": counts}}

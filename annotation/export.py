@@ -17,7 +17,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset.jobspec import JobError
-from dataset.shards import SHARD_RE, commit_table, committed_shards, remove_debris, write_atomic
+from dataset.shards import (
+    SHARD_RE,
+    commit_table,
+    committed_shards,
+    is_inside,
+    read_manifest,
+    remove_debris,
+    rows_per_group,
+    write_atomic,
+)
 
 from .review import ReviewLog, final_status
 
@@ -38,7 +47,7 @@ def run_export(src: str | Path, out: str | Path, status: str = "accepted", overw
     shards = committed_shards(src)
     if not shards:
         raise ExportError(f"{src}: no committed shards to export")
-    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+    if is_inside(src, out):
         raise ExportError(f"--out {out} must be outside the input dataset {src}")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -60,10 +69,9 @@ def run_export(src: str | Path, out: str | Path, status: str = "accepted", overw
             table = table.filter(pc.equal(table["status"], status))
         total += len(rows)
         if table.num_rows:
-            rows_per_group = max(1, pq.ParquetFile(path).metadata.row_group(0).num_rows)
-            commit_table(out / "shards", int(SHARD_RE.match(path.name).group(1)), table, rows_per_group)
+            commit_table(out / "shards", int(SHARD_RE.match(path.name).group(1)), table, rows_per_group(path))
             kept += table.num_rows
-    source_manifest = json.loads((src / "manifest.json").read_text()) if (src / "manifest.json").exists() else {}
+    source_manifest = read_manifest(src)
     counts = {"clips_in": total, "clips_out": kept, "reviewed": len(decisions),
               "shards": len(committed_shards(out))}
     manifest = {**source_manifest, "source": str(src.resolve()), "export": {"status": status, "counts": counts}}

@@ -309,6 +309,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
+def _add_job_options(p: argparse.ArgumentParser, workers_help: str) -> None:
+    """--ray-address, --workers and --overwrite of the distributed jobs."""
+    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or 'ray://host:port'); default: start one here")
+    p.add_argument("--workers", type=int, help=workers_help)
+    p.add_argument("--overwrite", action="store_true", help="delete an existing output in --out and start over")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matrix-pano", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,9 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a dataset of panoramic clips from a job spec (resumable)")
     p.add_argument("config", help="job spec YAML (scenes, trajectories_per_scene, frames_per_clip, ...)")
     p.add_argument("--out", required=True, help="dataset folder: shards/, manifest.json, failures.parquet")
-    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or 'ray://host:port'); default: start one here")
-    p.add_argument("--workers", type=int, help="render workers (default: one per CPU of the cluster)")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing dataset in --out and start over")
+    _add_job_options(p, "render workers (default: one per CPU of the cluster)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="check every committed shard of a dataset; non-zero exit on problems")
@@ -358,9 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--model", help="VideoLLaMA3 checkpoint folder or hub id: caption and rate clips with it")
     p.add_argument("--config", help="annotate spec YAML (annotation thresholds, rescore, captioner settings)")
-    p.add_argument("--ray-address", help="join a Ray cluster ('auto' or 'ray://host:port'); default: start one here")
-    p.add_argument("--workers", type=int, help="annotation actors (default: one per GPU with a model, else per CPU)")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing output and start over")
+    _add_job_options(p, "annotation actors (default: one per GPU with a model, else per CPU)")
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("review", help="serve a local page to accept/reject clips by their first frame")

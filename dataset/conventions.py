@@ -10,6 +10,7 @@ distance along the ray) in metres, 0 = no surface.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -265,18 +266,24 @@ def perspective_directions(width: int, height: int, fov_deg: float = 90.0, norma
     return d.astype(dtype)
 
 
+@functools.lru_cache(maxsize=16)
+def _range_scale(width: int, height: int, fov_deg: float) -> np.ndarray:
+    """sqrt(1 + x_n² + y_n²) per pixel (computed once per image size: conversions run per frame)."""
+    scale = np.linalg.norm(perspective_directions(width, height, fov_deg, normalize=False, dtype=np.float64), axis=-1)
+    scale.flags.writeable = False
+    return scale
+
+
 def planar_to_range(planar: np.ndarray, fov_deg: float = 90.0) -> np.ndarray:
     """Planar z-depth image (H, W) of a pinhole camera to range: z · sqrt(1 + x_n² + y_n²)."""
     h, w = planar.shape[-2:]
-    scale = np.linalg.norm(perspective_directions(w, h, fov_deg, normalize=False, dtype=np.float64), axis=-1)
-    return (planar * scale).astype(np.result_type(planar, np.float32))
+    return (planar * _range_scale(w, h, float(fov_deg))).astype(np.result_type(planar, np.float32))
 
 
 def range_to_planar(rng: np.ndarray, fov_deg: float = 90.0) -> np.ndarray:
     """Range image (H, W) of a pinhole camera to planar z-depth (inverse of ``planar_to_range``)."""
     h, w = rng.shape[-2:]
-    scale = np.linalg.norm(perspective_directions(w, h, fov_deg, normalize=False, dtype=np.float64), axis=-1)
-    return (rng / scale).astype(np.result_type(rng, np.float32))
+    return (rng / _range_scale(w, h, float(fov_deg))).astype(np.result_type(rng, np.float32))
 
 
 def crop_rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:

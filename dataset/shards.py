@@ -147,6 +147,24 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
+def read_manifest(folder: str | Path) -> dict:
+    """A dataset folder's ``manifest.json`` ({} when it has none)."""
+    path = Path(folder) / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def rows_per_group(shard: str | Path) -> int:
+    """The row-group size a shard was written with (derived jobs keep it)."""
+    metadata = pq.ParquetFile(shard).metadata
+    return max(1, metadata.row_group(0).num_rows) if metadata.num_row_groups else 1
+
+
+def is_inside(folder: str | Path, other: str | Path) -> bool:
+    """Whether ``other`` is ``folder`` or lies under it (an output must never go into its input dataset)."""
+    folder, other = Path(folder).resolve(), Path(other).resolve()
+    return other == folder or folder in other.parents
+
+
 def committed_shards(out_dir: str | Path) -> list[tuple[Path, dict]]:
     """(parquet path, marker) of every committed shard (marker present and its parquet beside it), sorted."""
     shard_dir = Path(out_dir) / "shards"

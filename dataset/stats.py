@@ -3,14 +3,14 @@ top-down trajectory plots per scene) in ``DIR/previews/``."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .codecs import decode_mp4
+from .codecs import decode_first_frame
 from .reader import PanoDataset
+from .shards import read_manifest
 
 SHEET_COLUMNS = 4
 """Thumbnails per contact-sheet row."""
@@ -30,8 +30,7 @@ def dataset_stats(path: str | Path) -> dict:
         if values:
             scores[k] = float(np.mean(values))
     failures = Path(path) / "failures.parquet"
-    manifest = Path(path) / "manifest.json"
-    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest.exists() else {}
+    counts = read_manifest(path).get("counts", {})
     return {"clips": len(rows), "accepted": status.get("accepted", 0), "rejected": status.get("rejected", 0),
             "acceptance_rate": status.get("accepted", 0) / max(len(rows), 1),
             "frames": int(sum(r["num_frames"] for r in rows)), "shards": len(ds.shards),
@@ -58,7 +57,7 @@ def write_previews(path: str | Path, max_clips: int = 48) -> list[Path]:
     for clip in ds.clips():
         paths.setdefault(clip.row["scene"], []).append(clip.c2w[:, :3, 3])
         if len(thumbs) < max_clips:
-            first = decode_mp4(clip.row["rgb_mp4"])[0]
+            first = decode_first_frame(clip.row["rgb_mp4"])
             thumbs.append(Image.fromarray(first).resize((320, 160)))
             labels.append(f"{clip.row['status'][:3]} {clip.clip_id[:8]}")
     if thumbs:
