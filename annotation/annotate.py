@@ -12,74 +12,32 @@ GPU when the cluster has GPUs and a model is asked for, else one per CPU.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
 
+from annotation.captioner import VideoLlama3Captioner
 from annotation.filters import clip_scores, verdict
-from dataset.codecs import decode_depth, decode_mp4
-from dataset.jobspec import AnnotationSpec, JobError, StrictModel
-from dataset.shards import (
+from dataset.core.jobspec import AnnotateSpec, AnnotationSpec, CaptionerSpec, JobError
+from dataset.runtime.pool import READY, ActorPool
+from dataset.runtime.progress import Progress
+from dataset.runtime.ray import init_ray
+from dataset.store.output import prepare_output
+from dataset.store.reader import Clip
+from dataset.store.shards import (
     SCHEMA,
     SCORES,
     SHARD_RE,
     commit_table,
     committed_shards,
-    is_inside,
     read_manifest,
     remove_debris,
     rows_per_group,
     write_atomic,
 )
-
-
-class CaptionerSpec(StrictModel):
-    """The captioning and scoring model (VideoLLaMA3 through ``transformers``)."""
-
-    model: str
-    """Local folder or hub id of a VideoLLaMA3 checkpoint."""
-    allow_download: bool = False
-    """Fetch a hub id that is not in the local cache (off: nothing is downloaded unless asked)."""
-    device: str = "auto"
-    """``auto`` (CUDA when present), ``cuda``, ``cuda:N`` or ``cpu``."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights dtype: ``auto`` is bfloat16 on GPU, float32 on CPU."""
-    view: Literal["panorama", "crops"] = "panorama"
-    """What the model sees: the equirect frames, or 4 horizontal perspective crops tiled 2 x 2."""
-    num_frames: int = Field(8, ge=1)
-    """Frames sampled evenly from each clip."""
-    frame_size: int = Field(448, ge=28)
-    """Longest side of the frames given to the model, pixels."""
-    batch_size: int = Field(4, ge=1)
-    """Clips per generate call."""
-    max_new_tokens: int = Field(160, ge=8)
-    """Answer length limit."""
-    max_attempts: int = Field(2, ge=1)
-    """Generations per clip before a malformed answer is recorded as such."""
-    min_vlm_detail: float = Field(2.0, ge=0, le=5)
-    """Clips the model rates below this for detail quality (1-5) are rejected."""
-    min_vlm_semantic: float = Field(2.0, ge=0, le=5)
-    """Clips the model rates below this for semantic information (1-5) are rejected."""
-    min_vlm_motion: float = Field(1.0, ge=0, le=5)
-    """Clips the model rates below this for motion richness (1-5) are rejected."""
-
-
-class AnnotateSpec(StrictModel):
-    """What ``annotate`` does; every key is optional."""
-
-    annotation: AnnotationSpec | None = None
-    """Filter thresholds; default: the input dataset's own (from its manifest)."""
-    rescore: bool = True
-    """Recompute the model-free scores from the stored frames (off: keep the build's scores)."""
-    captioner: CaptionerSpec | None = None
-    """Caption and rate clips with a model (``--model`` sets ``captioner.model``)."""
 
 
 class AnnotateError(JobError):
@@ -103,14 +61,12 @@ def annotate_table(table: pa.Table, thresholds: AnnotationSpec, rescore: bool, c
         s = dict(row["scores"])
         why: list[str] = []
         frames = None
+        clip = Clip({**row, "rgb_mp4": table["rgb_mp4"][i].as_py(), "depth": table["depth"][i].as_py()})
         try:
             if rescore or captioner is not None:
-                frames = decode_mp4(table["rgb_mp4"][i].as_py())
+                frames = clip.frames()
             if rescore:
-                shape = (row["num_frames"], row["height"], row["width"])
-                depth = decode_depth(table["depth"][i].as_py(), shape)
-                s.update(clip_scores(frames, depth, np.asarray(row["c2w"]).reshape(-1, 4, 4),
-                                     thresholds.near_limit_m))
+                s.update(clip_scores(frames, clip.depth(), clip.c2w, thresholds.near_limit_m))
         except Exception as exc:  # a broken clip is recorded, the shard goes on
             why.append(f"annotation failed: {type(exc).__name__}: {exc}")
             frames = None
@@ -149,8 +105,6 @@ class AnnotateWorker:
         self.src, self.out = Path(src), Path(out)
         self.captioner = None
         if self.spec.captioner is not None:
-            from annotation.captioner import VideoLlama3Captioner
-
             self.captioner = VideoLlama3Captioner(self.spec.captioner)
 
     def ready(self) -> bool:
@@ -165,35 +119,12 @@ class AnnotateWorker:
         return commit_table(self.out / "shards", number, table.cast(SCHEMA), group)
 
 
-def _prepare_output(src: Path, out: Path, spec: AnnotateSpec, overwrite: bool) -> None:
-    if not committed_shards(src):
-        raise AnnotateError(f"{src}: no committed shards to annotate (is it a dataset built by matrix-pano?)")
-    if is_inside(src, out):
-        raise AnnotateError(f"--out {out} must be outside the input dataset {src} (input shards are never modified)")
-    manifest = out / "manifest.json"
-    if manifest.exists() and not overwrite:
-        old = json.loads(manifest.read_text()).get("annotate_spec")
-        if old != spec.model_dump(mode="json"):
-            raise AnnotateError(f"{out} was annotated with different settings: use another --out or pass "
-                                f"--overwrite to start over")
-    elif overwrite and out.exists():
-        shutil.rmtree(out / "shards", ignore_errors=True)
-        (out / "manifest.json").unlink(missing_ok=True)
-    try:
-        (out / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AnnotateError(f"output folder {out} is not writable: {exc}") from None
-
-
 def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_address: str | None = None,
                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Annotate every committed shard of ``src`` into ``out`` (resumable); returns the counts."""
-    from tqdm import tqdm
-
-    from dataset.build import init_ray
-
     src, out = Path(src), Path(out)
-    _prepare_output(src, out, spec, overwrite)
+    prepare_output(out, "annotate", settings=("annotate_spec", spec.model_dump(mode="json")), overwrite=overwrite,
+                   src=src, error=AnnotateError)
     remove_debris(out)
     thresholds = _thresholds(src, spec)
     done = {p.name for p, _ in committed_shards(out)}
@@ -205,41 +136,40 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
         use_gpu = spec.captioner is not None and spec.captioner.device != "cpu" and gpus > 0
         n = workers or (gpus if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1))))
         options = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 1}
-        cls = ray.remote(AnnotateWorker).options(max_restarts=0, **options)
-        args = (spec.model_dump_json(), thresholds.model_dump_json(), str(src), str(out))
-        pool = [cls.remote(*args) for _ in range(min(n, len(todo)))]
-        bar = tqdm(total=len(todo) + len(done), initial=len(done), unit="shard", desc="annotate",
-                   disable=not progress, file=sys.stderr)
+        pool = ActorPool(ray, AnnotateWorker, {"max_restarts": 0, **options},
+                         (spec.model_dump_json(), thresholds.model_dump_json(), str(src), str(out)))
+        for _ in range(min(n, len(todo))):
+            pool.add()
+        bar = Progress("annotate", "shard", len(todo) + len(done), len(done), progress)
         queue = list(todo)
         attempts: dict[str, int] = {}
-        busy = {}
-        failures = []
+        failures: list[str] = []
+        finished = len(done)
         try:
-            while queue or busy:
-                idle = [w for w in pool if w not in {b[0] for b in busy.values()}]
-                for w in idle:
+            while queue or any(t != READY for t in pool.tasks()):
+                for w in pool.idle():
                     if queue:
                         name = queue.pop(0)
                         attempts[name] = attempts.get(name, 0) + 1
-                        busy[w.annotate_shard.remote(name)] = (w, name)
-                ready, _ = ray.wait(list(busy), num_returns=1)
-                w, name = busy.pop(ready[0])
-                try:
-                    ray.get(ready[0])
-                    bar.update(1)
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                    pool.remove(w)
-                    pool.append(cls.remote(*args))
-                    _retry(name, exc, attempts, queue, failures)
-                except ray.exceptions.RayTaskError as exc:
-                    if isinstance(exc.cause, OSError):
-                        raise AnnotateError(f"cannot write to {out}: {exc.cause}; committed shards are intact, "
+                        pool.submit(w, "annotate_shard", name, task=name)
+                f = pool.wait()
+                if f is None or (f.task == READY and f.died is None):
+                    continue
+                if f.died is not None:
+                    pool.replace(f.actor)
+                    if f.task != READY:
+                        _retry(f.task, f.died, attempts, queue, failures)
+                elif f.error is not None:
+                    if isinstance(f.error, OSError):
+                        raise AnnotateError(f"cannot write to {out}: {f.error}; committed shards are intact, "
                                             f"rerun to continue") from None
-                    _retry(name, exc.cause, attempts, queue, failures)
+                    _retry(f.task, f.error, attempts, queue, failures)
+                else:
+                    finished += 1
+                bar.update_to(finished, len(failures))
         finally:
             bar.close()
-            for w in pool:
-                ray.kill(w)
+            pool.kill_all()
         if failures:
             raise AnnotateError(f"{len(failures)} shards could not be annotated ({failures[0]}); the others are "
                                 f"committed: rerun to retry")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .annotate import CaptionerSpec
+from dataset.core.jobspec import CaptionerSpec
 
 PROMPT = (
     "This video was recorded by a 360-degree camera moving through a 3D scene; each frame is an "
@@ -82,7 +82,7 @@ def model_frames(frames: np.ndarray, fps: float, spec: CaptionerSpec) -> tuple[n
     for i in idx:
         f = frames[i]
         if spec.view == "crops":
-            from dataset.conventions import crop_rotation, equirect_to_perspective
+            from dataset.core.conventions import crop_rotation, equirect_to_perspective
 
             side = spec.frame_size // 2
             views = [equirect_to_perspective(f, crop_rotation(yaw, 0.0), side, side) for yaw in (0, 90, 180, 270)]

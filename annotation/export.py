@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataset.jobspec import JobError
-from dataset.shards import (
+from annotation.review import ReviewLog, final_status
+from dataset.core.jobspec import JobError
+from dataset.store.shards import (
     SHARD_RE,
     commit_table,
     committed_shards,
@@ -28,8 +29,6 @@ from dataset.shards import (
     write_atomic,
 )
 
-from .review import ReviewLog, final_status
-
 STATUSES = ("accepted", "rejected", "all")
 
 
@@ -39,7 +38,7 @@ class ExportError(JobError):
 
 def run_export(src: str | Path, out: str | Path, status: str = "accepted", overwrite: bool = False) -> dict:
     """Write the clips of ``src`` whose final status is ``status`` (or all) into ``out``; returns counts."""
-    from dataset.stats import dataset_stats
+    from dataset.store.stats import dataset_stats
 
     src, out = Path(src), Path(out)
     if status not in STATUSES:

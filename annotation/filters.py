@@ -27,7 +27,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from dataset.conventions import crop_rotation, direction_to_pixel, perspective_directions
+from dataset.core.conventions import crop_rotation, direction_to_pixel, perspective_directions
 
 ANALYSED_FRAMES = 8
 """Frames per clip used for the image and flow scores (evenly spaced, first and last included)."""

@@ -21,8 +21,8 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
 
-from dataset.codecs import decode_first_frame
-from dataset.reader import PanoDataset
+from dataset.core.codecs import decode_first_frame
+from dataset.store.reader import PanoDataset
 
 REVIEW_FILE = "review.jsonl"
 LISTED = ["clip_id", "scene", "status", "reject_reasons", "caption", "scores"]

@@ -15,12 +15,9 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
-
-from annotation.annotate import CaptionerSpec
 from annotation.filters import clip_scores
-from dataset.build import plan_scene
-from dataset.jobspec import parse_job_spec
+from dataset.core.jobspec import CaptionerSpec, parse_job_spec
+from dataset.jobs.worker import plan_scene
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 
 
@@ -69,8 +66,8 @@ def main() -> None:
     scene, plan = plan_scene(spec, "procedural:indoor:0")
     clips = []
     with EmbeddedRenderer(scene, RenderSettings()) as renderer:
-        for clip in plan["clips"]:
-            c2w = np.asarray(clip["c2w"]).reshape(-1, 4, 4)
+        for clip in plan.clips:
+            c2w = clip.c2w
             frames = renderer.render(c2w, 960)
             clips.append((frames.rgb, frames.depth, c2w))
     n = len(clips)

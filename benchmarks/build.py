@@ -18,8 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def render_alone(out: Path, width: int, threads: int) -> tuple[float, int]:
     """Seconds to load every planned scene and render every planned pose; number of frames."""
@@ -30,9 +28,9 @@ def render_alone(out: Path, width: int, threads: int) -> tuple[float, int]:
     frames = 0
     for plan_file in sorted((out / "plans").glob("*.json")):
         plan = json.loads(plan_file.read_text())
-        with EmbeddedRenderer(load_scene(plan["scene"]), RenderSettings(threads=threads)) as renderer:
-            for clip in plan["clips"]:
-                for pose in np.asarray(clip["c2w"]).reshape(-1, 4, 4):
+        with EmbeddedRenderer(load_scene(plan.scene), RenderSettings(threads=threads)) as renderer:
+            for clip in plan.clips:
+                for pose in clip.c2w:
                     renderer.render(pose[None], width)
                     frames += 1
     return time.perf_counter() - start, frames
@@ -47,8 +45,8 @@ def main() -> None:
 
     import ray
 
-    from dataset.build import run_build
-    from dataset.jobspec import load_job_spec
+    from dataset.core.jobspec import load_job_spec
+    from dataset.jobs.build import run_build
 
     spec = load_job_spec(args.config)
     if args.trajectories:

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from dataset.build import plan_scene
-from dataset.jobspec import parse_job_spec
+from dataset.core.jobspec import parse_job_spec
+from dataset.jobs.worker import plan_scene
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from inference.guidance import guidance_quality, panorama_mesh, render_guidance
 
@@ -37,8 +37,8 @@ def main() -> None:
         spec = parse_job_spec({"scenes": [source], "trajectories_per_scene": args.clips})
         scene, plan = plan_scene(spec, source)
         with EmbeddedRenderer(scene, RenderSettings()) as r:
-            for clip in plan["clips"]:
-                c2w = np.asarray(clip["c2w"]).reshape(-1, 4, 4)
+            for clip in plan.clips:
+                c2w = clip.c2w
                 real = r.render(c2w, args.width)
                 t0 = time.perf_counter()
                 mesh = panorama_mesh(real.rgb[0], real.depth[0], c2w[0])

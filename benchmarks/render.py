@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from dataset.conventions import EYE_HEIGHT, equirect_directions, pose_from_heading
+from dataset.core.conventions import EYE_HEIGHT, equirect_directions, pose_from_heading
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from dataset.render.shading import rotate_directions
 from dataset.sources import list_scenes, load_scene

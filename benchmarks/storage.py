@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from dataset.build import plan_scene
-from dataset.codecs import decode_depth, decode_mp4, encode_depth, encode_mp4, psnr
-from dataset.jobspec import parse_job_spec
+from dataset.core.codecs import decode_depth, decode_mp4, encode_depth, encode_mp4, psnr
+from dataset.core.jobspec import parse_job_spec
+from dataset.jobs.worker import plan_scene
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     spec = parse_job_spec({"scenes": [args.scene], "trajectories_per_scene": 1, "frames_per_clip": args.frames,
                            "resolution": [args.width, args.width // 2]})
     scene, plan = plan_scene(spec, args.scene)
-    c2w = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    c2w = plan.clips[0].c2w
     with EmbeddedRenderer(scene, RenderSettings()) as renderer:
         frames = renderer.render(c2w, args.width)
     n = len(c2w)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from dataset.conventions import CUBE_LAYOUT, c2w_to_ue_pose, crop_rotation
+from dataset.core.conventions import CUBE_LAYOUT, c2w_to_ue_pose, crop_rotation
 from dataset.sources import load_scene
 from ue_plugin.backend import UnrealCVRenderer
 from ue_plugin.standin import StandinServer

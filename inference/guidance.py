@@ -15,12 +15,13 @@ edges), and the mask is exactly the pixels whose first hit is a visible face.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from dataset.conventions import as_c2w_array, equirect_directions
-from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-from dataset.scene import Material, Scene, SceneObject
+from dataset.core.conventions import as_c2w_array, equirect_directions
+from dataset.core.scene import Material, Scene, SceneObject
+from dataset.core.trajectories import read_trajectory_file
 
 DEFAULT_THRESHOLD = 0.05
 """Relative 1-ring depth variation above which a pixel is invisible."""
@@ -89,6 +90,8 @@ def panorama_mesh(rgb: np.ndarray, depth: np.ndarray, c2w: np.ndarray,
 def render_guidance(mesh: PanoramaMesh, c2w: np.ndarray, width: int, threads: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Equirect guidance frames (N, H, W, 3) uint8 and masks (N, H, W) bool along poses (N, 4, 4)."""
+    from dataset.render.embedded import EmbeddedRenderer, RenderSettings  # numba: loaded when first rendering
+
     settings = RenderSettings(auto_gain=False, mipmaps=False)
     if threads:
         settings = RenderSettings(auto_gain=False, mipmaps=False, threads=threads)
@@ -150,7 +153,7 @@ def preset_trajectory(name: str, depth: np.ndarray, frames: int = 49, movement: 
 def safe_rescale(poses: np.ndarray, depth: np.ndarray, fraction: float = 0.5) -> np.ndarray:
     """Shrink the path (about its start) so no camera gets farther from the start than ``fraction`` x the
     panorama's depth in its direction (poses in the panorama camera frame)."""
-    from dataset.conventions import direction_to_pixel
+    from dataset.core.conventions import direction_to_pixel
 
     pos = poses[:, :3, 3]
     dist = np.linalg.norm(pos, axis=1)
@@ -166,41 +169,85 @@ def safe_rescale(poses: np.ndarray, depth: np.ndarray, fraction: float = 0.5) ->
     return out
 
 
-def load_trajectory(path: str) -> np.ndarray:
-    """Poses from a JSON file: ours (``{"c2w": [...]}`` or a ``matrix-pano sample`` output, first trajectory)
-    or Matrix-3D's camera format (a list of w2c 4x4)."""
-    import json
-    from pathlib import Path
+# ---------------------------------------------------------------------------------------------- inputs
 
-    from dataset.conventions import load_matrix3d_cameras
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read trajectory {path}: {exc}") from None
-    if isinstance(data, list):
-        return load_matrix3d_cameras(path)
-    if isinstance(data, dict) and "trajectories" in data and data["trajectories"]:
-        data = data["trajectories"][0]
-    if isinstance(data, dict) and "c2w" in data:
-        return as_c2w_array(data["c2w"])
-    raise ValueError(f"{path}: not a trajectory (give {{'c2w': [[16 numbers], ...]}}, a matrix-pano sample output "
-                     f"or a Matrix-3D camera list)")
+@dataclass
+class GuidanceInputs:
+    """What guidance is built from: a panorama, its depth and pose, and for a dataset clip its own camera path
+    and frame rate."""
+
+    rgb: np.ndarray
+    """(H, W, 3) uint8 equirect panorama."""
+    depth: np.ndarray
+    """(H, W) float32 range depth in metres (0 = no depth)."""
+    c2w: np.ndarray
+    """(4, 4) world pose of the panorama (identity for a panorama from files)."""
+    clip_poses: np.ndarray | None = None
+    """(N, 4, 4) world poses of the clip whose first frame the panorama is (None for files)."""
+    fps: float | None = None
+    """That clip's frame rate (None for files)."""
+
+
+def inputs_from_files(panorama: str | Path, depth: str | Path) -> GuidanceInputs:
+    """A panorama image (PNG/JPG) and its range depth ``.npy`` (H, W) in metres, posed at the origin."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(panorama).convert("RGB"))
+    return GuidanceInputs(rgb, np.load(depth, allow_pickle=False).astype(np.float32), np.eye(4))
+
+
+def inputs_from_clip(dataset_dir: str | Path, clip_id: str) -> GuidanceInputs:
+    """The first frame, depth and pose of a committed dataset clip, with its poses and frame rate."""
+    from dataset.store.reader import PanoDataset
+
+    clip = next((c for c in PanoDataset(dataset_dir).clips() if c.clip_id == clip_id), None)
+    if clip is None:
+        raise ValueError(f"{dataset_dir} has no committed clip {clip_id!r} (see matrix-pano stats {dataset_dir})")
+    c2w = clip.c2w
+    return GuidanceInputs(clip.frames()[0], clip.depth()[0], c2w[0], c2w, clip.row["fps"])
+
+
+def guidance_poses(inputs: GuidanceInputs, trajectory: str | None = None, frames: int = 49,
+                   movement: float = 0.5, safety: float = 0.0) -> np.ndarray:
+    """World poses (N, 4, 4) to render guidance along. ``trajectory`` is a preset (``PRESETS``: ``frames``
+    poses moving ``movement`` x the depth ahead, from the panorama's pose) or a trajectory file of world poses
+    (``dataset.core.trajectories``); ``safety`` > 0 shrinks it with ``safe_rescale``. Without a trajectory,
+    a clip's own poses: guidance to compare with its real frames."""
+    if trajectory is None:
+        if inputs.clip_poses is None:
+            raise ValueError("a panorama from files needs a trajectory: a file or one of the presets "
+                             + ", ".join(PRESETS))
+        return inputs.clip_poses
+    preset = trajectory in PRESETS
+    local = (preset_trajectory(trajectory, inputs.depth, frames, movement) if preset
+             else read_trajectory_file(trajectory).c2w)
+    if safety:
+        local = safe_rescale(local, inputs.depth, safety)
+    return inputs.c2w[None] @ local if preset else local
+
+
+def run_guidance(out_dir: str | Path, inputs: GuidanceInputs, trajectory: str | None = None, frames: int = 49,
+                 movement: float = 0.5, safety: float = 0.0, fps: float = 12.0,
+                 threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Guidance of ``inputs`` along ``guidance_poses(inputs, trajectory, frames, movement, safety)``, written by
+    ``write_guidance`` at the clip's own frame rate (``fps`` for a panorama from files); returns its summary."""
+    poses = guidance_poses(inputs, trajectory, frames, movement, safety)
+    rate = inputs.fps if inputs.fps is not None else fps
+    return write_guidance(out_dir, inputs.rgb, inputs.depth, inputs.c2w, poses, rate, threshold)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def write_guidance(out_dir: str, rgb: np.ndarray, depth: np.ndarray, c2w0: np.ndarray, poses: np.ndarray,
+def write_guidance(out_dir: str | Path, rgb: np.ndarray, depth: np.ndarray, c2w0: np.ndarray, poses: np.ndarray,
                    fps: float = 12.0, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Render guidance for world poses and write rendered_rgb.mp4, rendered_mask.mp4, cameras.json (Matrix-3D
     format, relative to the panorama's camera) and contact_sheet.png into ``out_dir``; returns a summary."""
-    from pathlib import Path
-
     from PIL import Image
 
-    from dataset.codecs import encode_mp4
-    from dataset.conventions import save_matrix3d_cameras
+    from dataset.core.codecs import encode_mp4
+    from dataset.core.conventions import save_matrix3d_cameras
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +271,7 @@ def splat_render(rgb: np.ndarray, depth: np.ndarray, c2w0: np.ndarray, poses: np
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The point-cloud baseline (Matrix-3D's ablation): every pixel with depth becomes a point, splatted
     into each target equirect as one pixel with a z-buffer. Returns frames and masks like ``render_guidance``."""
-    from dataset.conventions import direction_to_pixel
+    from dataset.core.conventions import direction_to_pixel
 
     h0, w0 = depth.shape
     c2w0 = as_c2w_array(c2w0)[0]
@@ -253,7 +300,7 @@ def guidance_quality(real_rgb: np.ndarray, real_depth: np.ndarray, c2w: np.ndarr
                      threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
     """Per frame of a real clip: distance travelled, mesh guidance PSNR on its mask and mask fraction, and the
     same for the point-cloud splat (built from frame 0 only, compared with the clip's real frames)."""
-    from dataset.codecs import psnr
+    from dataset.core.codecs import psnr
 
     width = real_rgb.shape[2]
     mesh = panorama_mesh(real_rgb[0], real_depth[0], c2w[0], threshold)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset.scene import Scene
+from dataset.core.scene import Scene
 
 
 @dataclass

@@ -19,7 +19,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
-from .walkable import WalkableSurface
+from sampling.walkable import WalkableSurface
 
 
 @dataclass

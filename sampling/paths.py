@@ -21,10 +21,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.sparse.csgraph import dijkstra
 
-from dataset.conventions import EYE_HEIGHT, pose_from_heading
-
-from .graph import RouteGraph
-from .walkable import WalkableSurface
+from dataset.core.conventions import EYE_HEIGHT, pose_from_heading
+from sampling.graph import RouteGraph
+from sampling.walkable import WalkableSurface
 
 HEADING_POLICIES = ("travel", "fixed", "look_around")
 

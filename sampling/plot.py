@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sampler import SamplingResult
+from sampling.sampler import SamplingResult
 
 MAX_PANELS = 4
 """Floor levels drawn at most (the largest ones)."""

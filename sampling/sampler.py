@@ -11,13 +11,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dataset.ids import scene_id, stable_id
-from dataset.scene import Scene
-
-from .collision import BoxIndex, ProxyRule, proxy_boxes
-from .graph import GraphConfig, RouteGraph, build_route_graph
-from .paths import PathConfig, camera_poses, route, smooth_floor_walk, spread_starts
-from .walkable import WalkableConfig, WalkableSurface, extract_walkable
+from dataset.core.ids import scene_id, stable_id
+from dataset.core.scene import Scene
+from sampling.collision import BoxIndex, ProxyRule, proxy_boxes
+from sampling.graph import GraphConfig, RouteGraph, build_route_graph
+from sampling.paths import PathConfig, camera_poses, route, smooth_floor_walk, spread_starts
+from sampling.walkable import WalkableConfig, WalkableSurface, extract_walkable
 
 
 @dataclass

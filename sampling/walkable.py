@@ -32,8 +32,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dataset.render.raycast import EmbreeCaster
-from dataset.scene import Scene
+from dataset.core.raycast import EmbreeCaster
+from dataset.core.scene import Scene
 
 DEFAULT_STEP_HEIGHT = 0.3
 """Step height in metres when neither the config nor the scene gives one (human stairs rise <= 0.2 m)."""

@@ -6,7 +6,7 @@ import pytest
 from build_helpers import SMALL_BUILD
 from scene_helpers import make_scene
 
-from dataset.scene import Scene
+from dataset.core.scene import Scene
 
 
 @pytest.fixture
@@ -21,8 +21,8 @@ def box_room() -> Scene:
 def small_dataset(tmp_path_factory):
     """A dataset folder built once per session from SMALL_BUILD (Ray started and stopped around it)."""
     ray = pytest.importorskip("ray")
-    from dataset.build import run_build
-    from dataset.jobspec import parse_job_spec
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.build import run_build
 
     out = tmp_path_factory.mktemp("small_dataset")
     started = not ray.is_initialized()

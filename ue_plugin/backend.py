@@ -14,7 +14,7 @@ import io
 
 import numpy as np
 
-from dataset.conventions import (
+from dataset.core.conventions import (
     CUBE_LAYOUT,
     as_c2w_array,
     c2w_to_ue_pose,
@@ -24,8 +24,7 @@ from dataset.conventions import (
     planar_to_range,
 )
 from dataset.render.base import Frames
-
-from .protocol import CommandError, UnrealCVClient
+from ue_plugin.protocol import CommandError, UnrealCVClient
 
 NO_HIT_CM = 60000.0
 """Planar depth at or beyond this (cm) is the far plane / sky of a float16 target: stored as 0 (no hit)."""

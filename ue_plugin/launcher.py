@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .protocol import UnrealCVClient, UnrealCVError
+from ue_plugin.protocol import UnrealCVClient, UnrealCVError
 
 INI_TEMPLATE = Path(__file__).with_name("unrealcv.ini")
 _RUNNING: weakref.WeakSet = weakref.WeakSet()

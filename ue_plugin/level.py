@@ -20,14 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.conventions import c2w_to_ue_pose, ue_to_world
-from dataset.scene import SceneError
+from dataset.core.conventions import c2w_to_ue_pose, ue_to_world
+from dataset.core.scene import SceneError
 
 FORMAT = "matrix-pano-ue-level/1"
 
 
 def load_unreal_level(source: str):
-    """Scene of ``unreal:PATH/level.json``: mesh, spawn points (world frame) and provenance."""
+    """Scene of ``unreal:PATH/level.json``: mesh, spawn points (world frame) and provenance.
+
+    Registered as the ``unreal:`` scene source by the ``matrix_pano.scene_sources`` entry point in
+    pyproject.toml, so ``dataset.sources.load_scene`` reaches it without importing ``ue_plugin``.
+    """
+    # Imported here, not at the top: the editor scripts import this module inside Unreal's Python, which
+    # needs only numpy for them; the mesh loader would add trimesh and Pillow there. (No cycle: meshfile
+    # imports nothing of ue_plugin.)
     from dataset.sources.meshfile import load_mesh_file
 
     path = Path(source.removeprefix("unreal:"))

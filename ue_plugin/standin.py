@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 
-from dataset.conventions import range_to_planar, ue_pose_to_c2w, world_to_ue
-
-from .protocol import ConnectionLost, ProtocolError, recv_frame, send_frame
+from dataset.core.conventions import range_to_planar, ue_pose_to_c2w, world_to_ue
+from ue_plugin.protocol import ConnectionLost, ProtocolError, recv_frame, send_frame
 
 PROJECT = "MatrixPanoStandin"
 TICK_REQUESTS = 32

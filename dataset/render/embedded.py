@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..conventions import as_c2w_array, check_equirect_size, equirect_directions, perspective_directions
-from ..scene import Scene
-from .base import Frames
-from .raycast import EmbreeCaster, Hits
-from .shading import box_downsample, build_atlas, rotate_directions, shade_kernel, texels_per_metre
+from dataset.core.conventions import as_c2w_array, check_equirect_size, equirect_directions, perspective_directions
+from dataset.core.raycast import EmbreeCaster, Hits
+from dataset.core.scene import Scene
+from dataset.render.base import Frames
+from dataset.render.shading import box_downsample, build_atlas, rotate_directions, shade_kernel, texels_per_metre
 
 RENDERER_VERSION = "1"
 
@@ -132,7 +132,7 @@ class EmbeddedRenderer:
 
     def _probe_gain(self, width: int = 128) -> float:
         """Gain that brings the median brightness of small panoramas from the spawn points to the target."""
-        from ..conventions import EYE_HEIGHT, pose_from_heading
+        from dataset.core.conventions import EYE_HEIGHT, pose_from_heading
 
         spawns = self.scene.spawn_points[:8]
         if len(spawns) == 0:

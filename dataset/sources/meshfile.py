@@ -37,10 +37,11 @@ from trimesh.visual.color import ColorVisuals, linear_to_srgb, to_float
 from trimesh.visual.material import PBRMaterial, SimpleMaterial
 from trimesh.visual.texture import TextureVisuals
 
-from ..conventions import UP_AXIS_TO_WORLD
-from ..scene import Material, Scene, SceneError, SceneObject
-from . import MESH_SUFFIXES
+from dataset.core.conventions import UP_AXIS_TO_WORLD
+from dataset.core.scene import Material, Scene, SceneError, SceneObject
 
+MESH_SUFFIXES = (".gltf", ".glb", ".obj", ".ply")
+"""File suffixes this loader reads (lower case)."""
 MAX_TEXTURE_SIZE = 2048
 """Textures larger than this on their longer side are downscaled (UVs are normalised, so nothing else changes)."""
 STRUCTURE_MIN_SIDE = 8.0

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 from build_helpers import add_bad_shard
 
-from annotation.annotate import AnnotateError, AnnotateSpec, run_annotate
+from annotation.annotate import AnnotateError, run_annotate
 from dataset.cli import main
-from dataset.jobspec import parse_spec
-from dataset.reader import PanoDataset, verify_dataset
-from dataset.shards import committed_shards
+from dataset.core.jobspec import AnnotateSpec, parse_spec
+from dataset.store.reader import PanoDataset, verify_dataset
+from dataset.store.shards import committed_shards
 
 ray = pytest.importorskip("ray")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotation.annotate import CaptionerSpec
 from annotation.captioner import VlmResult, model_frames, parse_answer
+from dataset.core.jobspec import CaptionerSpec
 
 pytest.importorskip("torchvision", reason="VideoLLaMA3's video processor needs torchvision")
 transformers = pytest.importorskip("transformers")

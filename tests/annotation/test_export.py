@@ -10,7 +10,7 @@ import pytest
 
 from annotation.export import ExportError, run_export
 from annotation.review import ReviewLog
-from dataset.reader import PanoDataset, verify_dataset
+from dataset.store.reader import PanoDataset, verify_dataset
 
 
 @pytest.fixture

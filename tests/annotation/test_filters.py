@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from build_helpers import bad_clips
 
 from annotation.filters import StreamingScores, clip_scores, verdict
-from dataset.build import plan_scene
-from dataset.clips import render_clip
-from dataset.codecs import decode_depth, decode_mp4
-from dataset.jobspec import parse_job_spec
+from dataset.core.codecs import decode_depth, decode_mp4
+from dataset.core.jobspec import parse_job_spec
+from dataset.jobs.clips import render_clip
+from dataset.jobs.worker import plan_scene
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-from dataset.shards import SCORE_NAMES
+from dataset.store.shards import SCORE_NAMES
 
 SPEC = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 12,
                        "resolution": [256, 128]})
@@ -27,7 +26,7 @@ def indoor():
 
 def test_good_clips_are_kept_and_bad_renders_rejected(indoor):
     scene, plan, renderer = indoor
-    good = [np.asarray(c["c2w"]).reshape(-1, 4, 4) for c in plan["clips"]]
+    good = [c.c2w for c in plan.clips]
     for c2w in good:
         row = render_clip(renderer, SPEC, c2w)
         assert row["status"] == "accepted", row["reject_reasons"]
@@ -43,7 +42,7 @@ def test_good_clips_are_kept_and_bad_renders_rejected(indoor):
 
 def test_streaming_scores_equal_whole_clip_scores(indoor):
     _, plan, renderer = indoor
-    c2w = np.asarray(plan["clips"][1]["c2w"]).reshape(-1, 4, 4)
+    c2w = plan.clips[1].c2w
     frames = renderer.render(c2w, 256)
     stream = StreamingScores(len(c2w), 0.25)
     for rgb, depth in zip(frames.rgb, frames.depth, strict=True):
@@ -58,7 +57,7 @@ def test_streaming_scores_equal_whole_clip_scores(indoor):
 def test_scores_survive_the_storage_round_trip(indoor):
     """Re-scoring decoded shard payloads (what ``annotate`` does) gives the inline verdict and close scores."""
     _, plan, renderer = indoor
-    c2w = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    c2w = plan.clips[0].c2w
     row = render_clip(renderer, SPEC, c2w)
     again = clip_scores(decode_mp4(row["rgb_mp4"]), decode_depth(row["depth"], (12, 128, 256)), c2w, 0.25)
     assert verdict(again, SPEC.annotation)[0] == row["status"]

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from annotation.review import ReviewLog, final_status, serve
-from dataset.reader import PanoDataset
+from dataset.store.reader import PanoDataset
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

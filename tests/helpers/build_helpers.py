@@ -26,7 +26,7 @@ class BlackFrames:
 
 def inside_wall(scene, start: np.ndarray) -> np.ndarray:
     """A pose 4 cm behind the first wall hit horizontally from ``start`` (so inside that wall)."""
-    from dataset.render.raycast import EmbreeCaster
+    from dataset.core.raycast import EmbreeCaster
 
     pos = start[:3, 3]
     caster = EmbreeCaster(scene.vertices, scene.faces)
@@ -59,26 +59,22 @@ def add_bad_shard(out) -> list[str]:
     import json
     from pathlib import Path
 
-    from dataset.build import package_version, plan_scene
-    from dataset.clips import render_clip
-    from dataset.jobspec import JobSpec
+    from dataset.core.jobspec import JobSpec
+    from dataset.jobs.clips import clip_row
+    from dataset.jobs.worker import plan_scene
     from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-    from dataset.shards import ShardWriter, next_shard_number
+    from dataset.store.shards import ShardWriter, next_shard_number
 
     out = Path(out)
     spec = JobSpec.model_validate(json.loads((out / "manifest.json").read_text())["spec"])
     scene, plan = plan_scene(spec, spec.scenes[0])
-    good = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    good = plan.clips[0].c2w
     writer = ShardWriter(out / "shards", spec.output.rows_per_group)
     ids = []
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as renderer:
         for name, (r, poses) in bad_clips(scene, renderer, good).items():
             cid = f"bad-{name.replace(' ', '-')}"
-            w, h = spec.resolution
-            writer.add({"clip_id": cid, "scene_id": plan["scene_id"], "trajectory_id": cid, "scene": spec.scenes[0],
-                        "width": w, "height": h, "num_frames": len(poses), "fps": spec.fps, "caption": None,
-                        "renderer": r.kind, "renderer_version": r.version, "package_version": package_version(),
-                        "config_hash": spec.config_hash(), "seed": spec.seed, **render_clip(r, spec, poses)})
+            writer.add(clip_row(r, spec, spec.scenes[0], plan.scene_id, cid, cid, poses))
             ids.append(cid)
     writer.commit(next_shard_number(out))
     return ids

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scene_helpers import make_scene
 
-from dataset.scene import Scene
+from dataset.core.scene import Scene
 
 GREY = (0.7, 0.7, 0.7)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataset.scene import Material, Scene, SceneObject
+from dataset.core.scene import Material, Scene, SceneObject
 
 
 def box_faces(lo, hi, inward: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from dataset.codecs import psnr
-from dataset.conventions import load_matrix3d_cameras, pose_from_heading, save_matrix3d_cameras
+from dataset.core.codecs import psnr
+from dataset.core.conventions import load_matrix3d_cameras, pose_from_heading, save_matrix3d_cameras
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from inference.guidance import (
     depth_ahead,
@@ -23,12 +23,12 @@ from inference.guidance import (
 
 @pytest.fixture(scope="module")
 def indoor_clip():
-    from dataset.build import plan_scene
-    from dataset.jobspec import parse_job_spec
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.worker import plan_scene
 
     spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 13})
     scene, plan = plan_scene(spec, "procedural:indoor:1")
-    clips = [np.asarray(c["c2w"]).reshape(-1, 4, 4) for c in plan["clips"]]
+    clips = [c.c2w for c in plan.clips]
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
         return [(c2w, r.render(c2w, 384)) for c2w in clips]
 
@@ -104,7 +104,7 @@ def test_cli_writes_videos_cameras_and_sheet(tmp_path, indoor_clip):
     from PIL import Image
 
     from dataset.cli import main
-    from dataset.codecs import decode_mp4
+    from dataset.core.codecs import decode_mp4
 
     _, real = indoor_clip[0]
     Image.fromarray(real.rgb[0]).save(tmp_path / "pano.png")
@@ -132,7 +132,7 @@ def test_mesh_guidance_beats_the_point_cloud_splat(indoor_clip):
 
 def test_cli_from_a_dataset_clip_uses_its_first_frame_and_poses(small_dataset, tmp_path, capsys):
     from dataset.cli import main
-    from dataset.reader import PanoDataset
+    from dataset.store.reader import PanoDataset
 
     clip = next(PanoDataset(small_dataset).clips(scene="procedural:room:6x8x3"))
     out = tmp_path / "guide"

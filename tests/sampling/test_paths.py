@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sampling_scenes import two_storey_scene
 
-from dataset.conventions import heading_of
+from dataset.core.conventions import heading_of
 from sampling.graph import GraphConfig, build_route_graph
 from sampling.paths import PathConfig, camera_poses, headings, resample, route, smooth_floor_walk
 from sampling.walkable import WalkableConfig, extract_walkable

@@ -11,7 +11,7 @@ from sampling_scenes import two_storey_scene
 from scene_helpers import make_scene
 
 from dataset.cli import main
-from dataset.render.raycast import EmbreeCaster
+from dataset.core.raycast import EmbreeCaster
 from dataset.sources import load_scene
 from dataset.sources.quake3 import find_openarena_maps
 from sampling.collision import check_paths_reference, proxy_boxes

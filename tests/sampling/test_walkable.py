@@ -6,7 +6,7 @@ import numpy as np
 from sampling_scenes import room_with_table, two_storey_scene
 from scene_helpers import make_scene
 
-from dataset.scene import Scene
+from dataset.core.scene import Scene
 from sampling.walkable import WalkableConfig, extract_walkable
 
 CFG = WalkableConfig(cell_size=0.1, camera_radius=0.3)
@@ -75,7 +75,7 @@ def test_navigation_mesh_replaces_the_floor_test():
 def test_ramps_join_levels_and_steep_slopes_do_not():
     from scene_helpers import box_faces
 
-    from dataset.scene import Material, SceneObject
+    from dataset.core.scene import Material, SceneObject
 
     def scene_with_ramp(rise: float) -> Scene:
         room_v, room_f = box_faces((-2, -2, 0), (14, 3, 10), inward=True)

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from dataset.codecs import psnr
+from dataset.core.codecs import psnr
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from ue_plugin.backend import UnrealCVRenderer, decode_depth_npy, parse_endpoint
 from ue_plugin.standin import StandinServer
@@ -16,12 +16,12 @@ from ue_plugin.standin import StandinServer
 
 @pytest.fixture(scope="module")
 def indoor():
-    from dataset.build import plan_scene
-    from dataset.jobspec import parse_job_spec
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.worker import plan_scene
 
     spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 1, "frames_per_clip": 3})
     scene, plan = plan_scene(spec, "procedural:indoor:1")
-    return scene, np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    return scene, plan.clips[0].c2w
 
 
 def test_panoramas_match_the_embedded_renderer(indoor):
@@ -55,7 +55,7 @@ def test_bad_endpoints_are_clear():
 
 
 def test_fast_stitcher_equals_the_reference():
-    from dataset.conventions import CUBE_LAYOUT, crop_rotation, perspective_to_equirect
+    from dataset.core.conventions import CUBE_LAYOUT, crop_rotation, perspective_to_equirect
     from ue_plugin.backend import CubeStitcher
 
     rng = np.random.default_rng(0)

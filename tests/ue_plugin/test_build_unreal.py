@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from dataset.build import run_build
-from dataset.jobspec import JobSpecError, parse_job_spec
-from dataset.reader import PanoDataset, verify_dataset
+from dataset.core.jobspec import JobSpecError, parse_job_spec
+from dataset.jobs.build import run_build
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-from dataset.shards import committed_shards
 from dataset.sources import load_scene
+from dataset.store.reader import PanoDataset, verify_dataset
+from dataset.store.shards import committed_shards
 from ue_plugin.standin import StandinServer
 
 ray = pytest.importorskip("ray")

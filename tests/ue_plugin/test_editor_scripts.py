@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset.conventions import pose_from_heading, ue_pose_to_c2w
+from dataset.core.conventions import pose_from_heading, ue_pose_to_c2w
 from ue_plugin.level import sequence_keys
 
 
@@ -94,7 +94,7 @@ def test_level_export_loads_as_a_scene_for_the_sampler(tmp_path, monkeypatch):
 
 
 def test_bad_level_files_are_clear(tmp_path):
-    from dataset.scene import SceneError
+    from dataset.core.scene import SceneError
     from dataset.sources import load_scene
 
     with pytest.raises(SceneError, match="export the level with"):
@@ -117,12 +117,12 @@ def test_sequence_keys_round_trip_and_unwrap_yaw():
 
 def test_mrq_frames_are_ingested_as_a_clip(tmp_path):
     OpenEXR = pytest.importorskip("OpenEXR")
-    from dataset.build import plan_scene
-    from dataset.codecs import psnr
-    from dataset.jobspec import parse_job_spec
-    from dataset.reader import PanoDataset, verify_dataset
+    from dataset.core.codecs import psnr
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.ingest import ingest_mrq
+    from dataset.jobs.worker import plan_scene
     from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-    from ue_plugin.ingest import ingest_mrq
+    from dataset.store.reader import PanoDataset, verify_dataset
 
     def write_exr(path, pixels):
         OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
@@ -130,7 +130,7 @@ def test_mrq_frames_are_ingested_as_a_clip(tmp_path):
 
     spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 1, "frames_per_clip": 5})
     scene, plan = plan_scene(spec, "procedural:indoor:1")
-    c2w = np.asarray(plan["clips"][0]["c2w"]).reshape(-1, 4, 4)
+    c2w = plan.clips[0].c2w
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
         frames = r.render(c2w, 256)
     mrq = tmp_path / "mrq"
@@ -146,6 +146,7 @@ def test_mrq_frames_are_ingested_as_a_clip(tmp_path):
     assert verify_dataset(out) == [] and len(PanoDataset(out)) == 1
     clip = next(PanoDataset(out).clips())
     assert psnr(clip.frames(), frames.rgb) > 30
+    assert clip.row["scene_id"] == plan.scene_id, "the ingested clip joins the built clips of its scene"
     hit = frames.depth > 0
     assert np.array_equal(clip.depth() > 0, hit)
     assert (np.abs(clip.depth()[hit] - frames.depth[hit]) / frames.depth[hit]).max() < 1e-3

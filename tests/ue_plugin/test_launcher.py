@@ -55,10 +55,10 @@ def test_bad_binaries_are_clear_errors(tmp_path):
 
 
 def test_launch_mode_build_survives_a_crashed_instance(game_binary, tmp_path):
-    from dataset.build import run_build
-    from dataset.jobspec import parse_job_spec
-    from dataset.reader import verify_dataset
-    from dataset.shards import committed_shards
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.build import run_build
+    from dataset.store.reader import verify_dataset
+    from dataset.store.shards import committed_shards
 
     if ray.is_initialized():
         ray.shutdown()

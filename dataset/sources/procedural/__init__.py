@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...scene import Scene, SceneError
-from .builder import MeshBuilder
-from .indoor import build_indoor
-from .outdoor import build_outdoor
+from dataset.core.scene import Scene, SceneError
+from dataset.sources.procedural.builder import MeshBuilder
+from dataset.sources.procedural.indoor import build_indoor
+from dataset.sources.procedural.outdoor import build_outdoor
 
 
 def _seed(arg: str, name: str) -> int:

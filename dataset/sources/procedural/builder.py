@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ...scene import Material, Scene, SceneObject
-from .textures import texture
+from dataset.core.scene import Material, Scene, SceneObject
+from dataset.sources.procedural.textures import texture
 
 
 class MeshBuilder:

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from ...scene import Scene
-from .builder import MeshBuilder
+from dataset.core.scene import Scene
+from dataset.sources.procedural.builder import MeshBuilder
 
 HALL = 2.6
 """Width of the hall strips that hold the stairs."""

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ...scene import Scene
-from .builder import MeshBuilder
+from dataset.core.scene import Scene
+from dataset.sources.procedural.builder import MeshBuilder
 
 CURB = 0.12
 SIDEWALK = 3.0

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from scene_helpers import make_scene
 
-from dataset.conventions import (
+from dataset.core.conventions import (
     crop_rotation,
     equirect_directions,
     equirect_to_perspective,
     pose_from_heading,
 )
+from dataset.core.raycast import EmbreeCaster, cast_reference
+from dataset.core.scene import Material, Scene, SceneObject
 from dataset.render.base import Renderer
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
-from dataset.render.raycast import EmbreeCaster, cast_reference
-from dataset.scene import Material, Scene, SceneObject
 
 W, H = 256, 128
 
@@ -193,7 +193,7 @@ def test_bad_sizes_and_poses_are_rejected(box_room):
 def test_gltf_export_renders_the_same_depth_as_the_scene_built_in_code(tmp_path, box_room, suffix):
     import trimesh
 
-    from dataset.conventions import world_to_gltf
+    from dataset.core.conventions import world_to_gltf
     from dataset.sources import load_scene
 
     # Export the code-built scene as a Y-up glTF, one node per object, the way DCC tools write it.

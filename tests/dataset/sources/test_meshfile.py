@@ -12,7 +12,7 @@ from PIL import Image
 from trimesh.transformations import rotation_matrix, scale_matrix, translation_matrix
 from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
-from dataset.scene import Scene, SceneError
+from dataset.core.scene import Scene, SceneError
 from dataset.sources import load_scene
 from dataset.sources.meshfile import MAX_TEXTURE_SIZE, load_mesh_file
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset.conventions import QUAKE_UNIT as INCH
-from dataset.scene import SceneError
+from dataset.core.conventions import QUAKE_UNIT as INCH
+from dataset.core.scene import SceneError
 from dataset.sources import load_scene, quake3
 from dataset.sources.quake3 import color_shift, find_openarena_maps, load_quake3, parse_shader_script
 
@@ -179,7 +179,7 @@ def write_pk3(path: Path, bsp: bytes, map_name: str = "mptest") -> Path:
 @pytest.fixture
 def no_installed_data(monkeypatch, tmp_path):
     """Hide the installed OpenArena archives so that the synthetic tests see only their own files."""
-    monkeypatch.setattr(quake3, "OPENARENA_DIRS", (str(tmp_path / "no-such-dir"),))
+    monkeypatch.setattr(quake3.archives, "OPENARENA_DIRS", (str(tmp_path / "no-such-dir"),))
     monkeypatch.delenv(quake3.OPENARENA_ENV, raising=False)
 
 

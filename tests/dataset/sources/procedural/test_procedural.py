@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataset.render.raycast import EmbreeCaster
-from dataset.scene import SceneError
+from dataset.core.raycast import EmbreeCaster
+from dataset.core.scene import SceneError
 from dataset.sources import load_scene
 
 

@@ -1,0 +1,44 @@
+"""The ``matrix-pano`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dataset.cli import curation, datasets, guidance, scenes, unreal
+from dataset.cli.common import CliError
+from dataset.core.jobspec import JobError
+from dataset.core.scene import SceneError
+
+__all__ = ["CliError", "build_parser", "main"]
+
+SUBCOMMANDS = (scenes.add_render, scenes.add_sample, datasets.add_build, datasets.add_verify, datasets.add_stats,
+               curation.add_annotate, curation.add_review, curation.add_export, unreal.add_unreal,
+               guidance.add_guidance, scenes.add_scenes, scenes.add_demo)
+"""Each subcommand's parser registration, in the order ``matrix-pano --help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matrix-pano", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_parser in SUBCOMMANDS:
+        add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line on stderr and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CliError, SceneError, ValueError, JobError, FileNotFoundError) as exc:
+        print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"matrix-pano {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""``matrix-pano build``: scenes to Parquet shards, distributed over Ray, resumable, exactly once.
+
+Roles:
+
+- the **driver** (this module's ``run_build``) reads the spec, checks the output folder, plans and
+  dispatches work, tracks every clip's state, replaces dead workers and writes ``manifest.json`` and
+  ``failures.parquet``. It never holds frames: at most one task per worker is in flight.
+- **workers** (``worker.Worker`` actors, one CPU each) own a renderer and the scene it was built for; a
+  worker that planned a scene gets that scene's clips first, so scenes are loaded once per worker.
+  They sample trajectories (plan tasks), render clips, and write and commit their own shards.
+- a **shard counter** actor hands out unique shard numbers.
+
+Exactly once: a clip counts as done only when the marker of the shard holding it exists (see
+``store.shards``). When a worker dies, the driver re-reads the markers on disk and queues again every
+clip of that worker that no marker names. A rerun of the same spec over the same folder skips committed
+clips (and whole scenes whose plan shows them all committed) and does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from dataset.core.ids import plan_id
+from dataset.core.jobspec import JobError, JobSpec
+from dataset.jobs.tasks import FlushTask, PlanFailure, PlannedClip, PlanTask, RenderResult, RenderTask, ScenePlan
+from dataset.jobs.worker import ShardCounter, Worker
+from dataset.runtime.failures import scene_failure, write_failures
+from dataset.runtime.pool import READY, ActorPool, Finished
+from dataset.runtime.progress import Progress
+from dataset.runtime.ray import init_ray
+from dataset.store.output import prepare_output
+from dataset.store.rows import package_version
+from dataset.store.shards import committed_clip_ids, committed_shards, next_shard_number, remove_debris, write_atomic
+
+CLIPS_PER_TASK = 1
+"""Clips rendered per worker call: small, so progress and retries are fine-grained."""
+
+WORKER_WAIT_S = 600.0
+"""How long work may wait with no worker alive to do it before the build gives up."""
+
+ENDPOINT_RETRY_S = 10.0
+"""A worker whose UnrealCV instance stopped answering gets work again after this many seconds."""
+
+
+class BuildError(JobError):
+    """The build cannot start or continue (bad output folder, changed config, unwritable disk)."""
+
+
+@dataclass
+class _ClipState:
+    source: str
+    scene_id: str
+    clip: PlannedClip
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _plan_path(out: Path, source: str) -> Path:
+    return out / "plans" / f"{plan_id(source)}.json"
+
+
+def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None, workers: int | None = None,
+              overwrite: bool = False, progress: bool = True) -> dict:
+    """Build (or resume) the dataset; returns the manifest's counts.
+
+    A write failure (disk full, permissions) stops the build with a BuildError; shards committed
+    before it stay valid, and a rerun continues from them.
+    """
+    out = Path(out_dir)
+    if workers is not None and workers < 1:
+        raise BuildError(f"--workers must be at least 1, got {workers}")
+    ray = init_ray(ray_address, workers)
+    try:
+        return _run_build(ray, spec, out, workers, overwrite, progress)
+    except OSError as exc:
+        raise BuildError(f"cannot write to {out}: {exc.strerror or exc}; committed shards are intact: free space "
+                         f"or fix permissions and rerun to continue") from None
+
+
+def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bool, progress: bool) -> dict:
+    prepare_output(out, "build", settings=("config_hash", spec.config_hash()), overwrite=overwrite,
+                   outputs=("shards", "plans", "previews", "manifest.json", "failures.parquet"),
+                   folders=("shards", "plans"), error=BuildError)
+    removed = remove_debris(out)
+    driver = _Driver(ray, spec, out, workers or max(1, int(ray.cluster_resources().get("CPU", 1))), progress)
+    try:
+        driver.run()
+    finally:
+        driver.stop()
+    write_failures(out, driver.failures)
+    remove_debris(out)
+    shards = committed_shards(out)
+    counts = {"scenes": len(spec.scenes), "clips_planned": len(driver.states),
+              "clips_committed": len(driver.committed), "clips_failed": len(driver.failures), "shards": len(shards),
+              "accepted": sum(m.get("accepted", 0) for _, m in shards),
+              "rejected": sum(m.get("rejected", 0) for _, m in shards),
+              "worker_restarts": driver.restarts, "endpoint_failures": driver.endpoint_failures,
+              "debris_removed": len(removed),
+              "seconds": round(time.time() - driver.start, 1)}
+    manifest = {"spec": spec.model_dump(mode="json"), "config_hash": spec.config_hash(),
+                "versions": _versions(), "counts": counts, "notes": driver.scene_notes}
+    if spec.renderer.kind == "unreal":
+        manifest["depth_precision"] = ("UnrealCV depth passes through a float16 planar render target: about 0.05 % "
+                                       "relative precision (8 cm steps at 100 m), nothing beyond about 600 m")
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    return counts
+
+
+class _Driver:
+    """Dispatches plan, render and flush tasks to workers and tracks every clip until it is committed."""
+
+    def __init__(self, ray, spec: JobSpec, out: Path, n_workers: int, progress: bool) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray, self.spec, self.out = ray, spec, out
+        # The counter lives on the driver's node: if that node dies the build is gone anyway.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.counter = ray.remote(ShardCounter).options(num_cpus=0, scheduling_strategy=here).remote(
+            next_shard_number(out))
+        self.committed = committed_clip_ids(out)
+        self.states: dict[str, _ClipState] = {}
+        self.failures: dict[str, dict] = {}
+        self.scene_notes: dict[str, list[str]] = {}
+        self.queue: deque = deque()
+        self.pending: dict = {}  # worker -> clip ids rendered into its open shard, not yet committed
+        self.loaded: dict = {}  # worker -> the scene it holds
+        self.down: dict = {}  # worker -> time its endpoint stopped answering
+        self.restarts = 0
+        self.endpoint_failures = 0
+        self.last_error = ""
+        self.start = time.time()
+        for source in spec.scenes:
+            plan_file = _plan_path(out, source)
+            if plan_file.exists():
+                self._enqueue(ScenePlan.from_json(json.loads(plan_file.read_text())))
+            else:
+                self.queue.append(PlanTask(source))
+        r = spec.renderer
+        endpoints = r.endpoints if r.kind == "unreal" else []
+        options = {"num_cpus": 1, "max_restarts": 0}
+        if r.kind == "unreal":
+            if r.binary:  # launch mode: each worker owns one game instance
+                gpus = int(ray.cluster_resources().get("GPU", 0))
+                n_workers = r.instances or (gpus * r.instances_per_gpu if gpus else n_workers)
+                if gpus and not r.instances:
+                    options["num_gpus"] = 1 / r.instances_per_gpu
+            if r.resources:
+                options["resources"] = dict(r.resources)
+        self.pool = ActorPool(ray, Worker, options, (spec.model_dump_json(), str(out), self.counter))
+        for i in range(len(endpoints) or n_workers):
+            self.pending[self.pool.add(endpoints[i] if endpoints else None)] = set()
+        self.done = len([c for c in self.states if c in self.committed])
+        self.bar = Progress("build", "clip", self.total(), self.done, progress)
+
+    def total(self) -> int:
+        """Planned clips plus the clips expected from scenes still being planned."""
+        unplanned = sum(isinstance(t, PlanTask) for t in [*self.queue, *self.pool.tasks()])
+        return len(self.states) + unplanned * self.spec.trajectories_per_scene
+
+    def dispatch(self) -> None:
+        """Give every idle worker a task, preferring clips of the scene it already holds; flush at the end."""
+        for w in self.pool.idle():
+            if w in self.down and time.time() - self.down[w] < ENDPOINT_RETRY_S:
+                continue  # its instance stopped answering: others take the work; retried later
+            if not self.queue:
+                if not self._real_work_in_flight() and self.pending[w]:
+                    self.pool.submit(w, "flush", task=FlushTask())
+                continue
+            task = next((t for t in self.queue if isinstance(t, RenderTask) and t.source == self.loaded.get(w)),
+                        self.queue[0])
+            self.queue.remove(task)
+            if isinstance(task, PlanTask):
+                self.pool.submit(w, "plan", task.source, task=task)
+            else:
+                for c in task.clip_ids:
+                    self.states[c].attempts += 1
+                self.pool.submit(w, "render", task.source, task.scene_id,
+                                 [self.states[c].clip for c in task.clip_ids], task=task)
+            self.loaded[w] = task.source
+
+    def _real_work_in_flight(self) -> bool:
+        return any(isinstance(t, PlanTask | RenderTask) for t in self.pool.tasks())
+
+    def _unfinished(self) -> bool:
+        """Work queued or running, or clips in open shards of live workers."""
+        return bool(self.queue) or any(t != READY for t in self.pool.tasks()) or any(
+            self.pending[w] for w in self.pool.ready)
+
+    def commit(self, markers: list[dict], w) -> None:
+        for m in markers:
+            for c in m["clip_ids"]:
+                self.pending.get(w, set()).discard(c)
+                if c not in self.committed:
+                    self.committed.add(c)
+                    self.done += 1
+                    self.failures.pop(c, None)
+        self.bar.update_to(self.done, len(self.failures), self.total())
+
+    def _requeue(self, cid: str, front: bool = False) -> None:
+        st = self.states[cid]
+        task = RenderTask(st.source, st.scene_id, (cid,))
+        self.queue.appendleft(task) if front else self.queue.append(task)
+
+    def fail_or_retry(self, cid: str, error: str) -> None:
+        st = self.states[cid]
+        st.errors.append(error)
+        if st.attempts >= self.spec.max_attempts:
+            self.failures[cid] = {"clip_id": cid, "scene": st.source, "scene_id": st.scene_id,
+                                  "trajectory_id": st.clip.trajectory_id, "attempts": st.attempts, "error": error}
+        else:
+            self._requeue(cid)
+
+    def worker_died(self, w, task, exc: BaseException) -> None:
+        """Replace the worker; clips it held that no marker on disk names are queued again."""
+        self.restarts += 1
+        lost = self.pending.pop(w, set())
+        in_flight = set(task.clip_ids) if isinstance(task, RenderTask) else set()
+        on_disk = committed_clip_ids(self.out)  # it may have committed a shard it could not report
+        self.commit([{"clip_ids": sorted((lost | in_flight) & on_disk)}], w)
+        self.loaded.pop(w, None)
+        self.down.pop(w, None)
+        self.pending[self.pool.replace(w)] = set()
+        if isinstance(task, PlanTask):
+            self.queue.append(task)
+        for cid in sorted(in_flight - on_disk):
+            self.fail_or_retry(cid, f"worker died: {type(exc).__name__}")
+        for cid in sorted(lost - in_flight - on_disk):
+            self._requeue(cid)
+
+    def planned(self, result: ScenePlan | PlanFailure) -> None:
+        if isinstance(result, PlanFailure):
+            self.failures[f"scene:{result.scene}"] = scene_failure(result.scene, result.error)
+        else:
+            write_atomic(_plan_path(self.out, result.scene), json.dumps(result.to_json()).encode())
+            self.scene_notes[result.scene] = result.notes
+            self._enqueue(result)
+        self.bar.update_to(self.done, len(self.failures), self.total())
+
+    def rendered(self, w, task: RenderTask, result: RenderResult) -> None:
+        self.pending[w].update(result.done)
+        for cid, error in result.failed:
+            self.fail_or_retry(cid, error)
+        self.commit(result.markers, w)
+        if result.endpoint_down is None:
+            self.down.pop(w, None)
+            return
+        # The worker's UnrealCV instance died or hung: its unrendered clips go back to the queue without
+        # costing an attempt, its open shard is committed, and it gets no work for ENDPOINT_RETRY_S.
+        self.down[w] = time.time()
+        self.endpoint_failures += 1
+        self.last_error = f"{self.pool.key.get(w)}: {result.endpoint_down}"
+        handled = set(result.done) | {cid for cid, _ in result.failed}
+        for cid in task.clip_ids:
+            if cid not in handled:
+                self.states[cid].attempts -= 1
+                self._requeue(cid, front=True)
+        if self.pending[w]:
+            self.pool.submit(w, "flush", task=FlushTask())
+        if result.restarted:
+            self.down.pop(w, None)  # launch mode: the instance was restarted, use it again now
+
+    def run(self) -> None:
+        progress_at = time.time()
+        while self._unfinished():
+            self.dispatch()
+            finished = self.pool.wait(timeout=5.0)
+            if time.time() - progress_at > WORKER_WAIT_S and self.queue and not self._real_work_in_flight():
+                if self.down:
+                    raise BuildError(f"no progress for {WORKER_WAIT_S:.0f} s: no UnrealCV endpoint answers "
+                                     f"(last: {self.last_error}); committed shards are intact, rerun to continue")
+                raise BuildError(f"no worker could start for {WORKER_WAIT_S:.0f} s: the cluster has no free CPU "
+                                 f"for a render worker (check `ray status`, or lower --workers)")
+            if finished is not None and self._handle(finished):
+                progress_at = time.time()
+
+    def _handle(self, f: Finished) -> bool:
+        """Account for one finished call; whether it was progress."""
+        w, task = f.actor, f.task
+        if f.died is not None:
+            self.worker_died(w, task, f.died)
+            return False
+        if f.error is not None:
+            if isinstance(f.error, OSError):
+                raise f.error from None  # disk full or unwritable: stop, committed shards stay valid
+            if not isinstance(task, RenderTask):
+                raise f.error
+            for cid in task.clip_ids:
+                self.fail_or_retry(cid, f"{type(f.error).__name__}: {f.error}")
+            return False
+        if isinstance(task, PlanTask):
+            self.planned(f.value)
+        elif isinstance(task, FlushTask):
+            self.commit(f.value, w)
+        elif isinstance(task, RenderTask):
+            self.rendered(w, task, f.value)
+            return bool(f.value.done)
+        return task != READY
+
+    def stop(self) -> None:
+        """Close the progress bar and end the workers (their open shards are debris for the next run)."""
+        self.bar.close()
+        self.pool.kill_all()
+        self.ray.kill(self.counter)
+
+    def _enqueue(self, plan: ScenePlan) -> None:
+        """Register a scene's clips and queue the uncommitted ones in small render tasks."""
+        todo = []
+        for clip in plan.clips:
+            self.states[clip.clip_id] = _ClipState(plan.scene, plan.scene_id, clip)
+            if clip.clip_id not in self.committed:
+                todo.append(clip.clip_id)
+        for i in range(0, len(todo), CLIPS_PER_TASK):
+            self.queue.append(RenderTask(plan.scene, plan.scene_id, tuple(todo[i : i + CLIPS_PER_TASK])))
+
+
+def _versions() -> dict:
+    import ray
+
+    from dataset.render.embedded import RENDERER_VERSION
+
+    return {"matrix_pano": package_version(), "embedded_renderer": RENDERER_VERSION, "ray": ray.__version__,
+            "pyarrow": pa.__version__, "python": sys.version.split()[0]}

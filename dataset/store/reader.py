@@ -1,0 +1,148 @@
+"""Reading a built dataset: committed shards only, clips with decoded frames, depth and poses, and
+``verify`` (every committed shard checked against the schema and its own marker).
+
+One-liners for other tools (committed shards are ``shards/part-*.parquet`` with a ``.json`` beside them;
+a finished build leaves no other ``part-*.parquet`` files)::
+
+    pandas:   pd.read_parquet(sorted(glob.glob("DIR/shards/part-*.parquet")), columns=["clip_id", "status"])
+    DuckDB:   duckdb.sql("SELECT status, count(*) FROM 'DIR/shards/part-*.parquet' GROUP BY status")
+    Ray Data: ray.data.read_parquet("DIR/shards", file_extensions=["parquet"])
+    HF:       datasets.load_dataset("parquet", data_files="DIR/shards/part-*.parquet", split="train")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataset.core.codecs import decode_depth, decode_mp4
+from dataset.store.shards import SCHEMA, committed_shards
+
+LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name not in ("rgb_mp4", "depth")]
+"""Every column except the video and depth payloads."""
+
+
+@dataclass
+class Clip:
+    """One clip row; payloads are decoded on demand."""
+
+    row: dict
+
+    @property
+    def clip_id(self) -> str:
+        return self.row["clip_id"]
+
+    @property
+    def c2w(self) -> np.ndarray:
+        """(frames, 4, 4) camera-to-world poses."""
+        return np.asarray(self.row["c2w"], np.float64).reshape(-1, 4, 4)
+
+    def frames(self) -> np.ndarray:
+        """(frames, H, W, 3) uint8 decoded equirect frames."""
+        return decode_mp4(self.row["rgb_mp4"])
+
+    def depth(self) -> np.ndarray:
+        """(frames, H, W) float32 range depth in metres (0 = no hit)."""
+        return decode_depth(self.row["depth"], (self.row["num_frames"], self.row["height"], self.row["width"]))
+
+
+class PanoDataset:
+    """A dataset folder written by ``matrix-pano build`` (only committed shards are visible)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "shards").is_dir():
+            raise FileNotFoundError(f"{self.path} is not a Matrix-Pano dataset (no shards/ folder)")
+        self.shards = [p for p, _ in committed_shards(self.path)]
+
+    def table(self, columns: list[str] | None = None, status: str | None = None,
+              scene: str | None = None) -> pa.Table:
+        """All committed rows as one Arrow table (default: without the heavy payload columns)."""
+        cols = columns or LIGHT_COLUMNS
+        if not self.shards:
+            return SCHEMA.empty_table().select(cols)
+        table = pa.concat_tables([pq.read_table(p, columns=cols) for p in self.shards])
+        return filter_rows(table, status, scene)
+
+    def clips(self, status: str | None = None, scene: str | None = None) -> Iterator[Clip]:
+        """Clips one row group at a time, optionally only one status or scene (string or scene id)."""
+        for path in self.shards:
+            f = pq.ParquetFile(path)
+            for g in range(f.num_row_groups):
+                for row in filter_rows(f.read_row_group(g), status, scene).to_pylist():
+                    yield Clip(row)
+
+    def __len__(self) -> int:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.shards)
+
+
+def filter_rows(table: pa.Table, status: str | None, scene: str | None) -> pa.Table:
+    """Rows with the given status and scene (scene string or scene id); None keeps all."""
+    import pyarrow.compute as pc
+
+    if status is not None:
+        table = table.filter(pc.equal(table["status"], status))
+    if scene is not None:
+        table = table.filter(pc.or_(pc.equal(table["scene"], scene), pc.equal(table["scene_id"], scene)))
+    return table
+
+
+def verify_dataset(path: str | Path, decode: bool = True) -> list[str]:
+    """Problems found in the committed shards (empty list = all good)."""
+    path = Path(path)
+    problems: list[str] = []
+    shards = committed_shards(path)
+    if not shards:
+        return [f"{path}: no committed shards (shards/part-*.parquet with a .json marker)"]
+    seen: dict[str, str] = {}
+    for parquet, marker in shards:
+        where = parquet.name
+        try:
+            f = pq.ParquetFile(parquet)
+        except Exception as exc:  # a corrupt file must be reported, not crash the check
+            problems.append(f"{where}: unreadable parquet ({exc})")
+            continue
+        if not f.schema_arrow.equals(SCHEMA):
+            problems.append(f"{where}: schema differs from the dataset schema")
+            continue
+        ids = f.read(columns=["clip_id"]).column("clip_id").to_pylist()
+        if ids != marker.get("clip_ids"):
+            problems.append(f"{where}: rows do not match its marker's clip ids")
+        for cid in ids:
+            if cid in seen:
+                problems.append(f"{where}: clip {cid} duplicated (also in {seen[cid]})")
+            seen[cid] = where
+        for g in range(f.num_row_groups):
+            for row in f.read_row_group(g).to_pylist():
+                problems += _check_row(row, where, decode)
+    return problems
+
+
+def _check_row(row: dict, where: str, decode: bool) -> list[str]:
+    n, h, w = row["num_frames"], row["height"], row["width"]
+    cid = f"{where}: clip {row['clip_id']}"
+    out = []
+    if len(row["c2w"]) != n or any(len(m) != 16 for m in row["c2w"]):
+        out.append(f"{cid}: {len(row['c2w'])} poses for {n} frames (or a pose is not 16 numbers)")
+    if row["status"] not in ("accepted", "rejected"):
+        out.append(f"{cid}: status {row['status']!r} is not accepted/rejected")
+    if not decode:
+        return out
+    try:
+        frames = decode_mp4(row["rgb_mp4"])
+        if frames.shape != (n, h, w, 3):
+            out.append(f"{cid}: video decodes to {frames.shape}, expected {(n, h, w, 3)}")
+    except Exception as exc:
+        out.append(f"{cid}: video does not decode ({exc})")
+    try:
+        depth = decode_depth(row["depth"], (n, h, w))
+        if not np.isfinite(depth).all() or (depth < 0).any():
+            out.append(f"{cid}: depth has negative or non-finite values")
+    except Exception as exc:
+        out.append(f"{cid}: depth does not decode to {(n, h, w)} float16 ({exc})")
+    return out
