@@ -9,7 +9,6 @@ The final status of each clip is its automatic verdict combined with the manual 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,16 +17,17 @@ import pyarrow.parquet as pq
 
 from annotation.review import ReviewLog, final_status
 from dataset.core.jobspec import JobError
+from dataset.store.output import prepare_output
 from dataset.store.shards import (
     SHARD_RE,
     commit_table,
     committed_shards,
-    is_inside,
     read_manifest,
     remove_debris,
     rows_per_group,
     write_atomic,
 )
+from dataset.store.stats import dataset_stats
 
 STATUSES = ("accepted", "rejected", "all")
 
@@ -38,21 +38,11 @@ class ExportError(JobError):
 
 def run_export(src: str | Path, out: str | Path, status: str = "accepted", overwrite: bool = False) -> dict:
     """Write the clips of ``src`` whose final status is ``status`` (or all) into ``out``; returns counts."""
-    from dataset.store.stats import dataset_stats
-
     src, out = Path(src), Path(out)
     if status not in STATUSES:
         raise ExportError(f"--status {status!r} is not one of {', '.join(STATUSES)}")
+    prepare_output(out, "export", overwrite=overwrite, src=src, exclusive=True, error=ExportError)
     shards = committed_shards(src)
-    if not shards:
-        raise ExportError(f"{src}: no committed shards to export")
-    if is_inside(src, out):
-        raise ExportError(f"--out {out} must be outside the input dataset {src}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ExportError(f"{out} is not empty: choose another --out or pass --overwrite")
-        shutil.rmtree(out)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
     remove_debris(out)
     decisions = ReviewLog(src).decisions()
     kept = total = 0

@@ -27,7 +27,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from dataset.core.conventions import crop_rotation, direction_to_pixel, perspective_directions
+from dataset.core.conventions import crop_rotation, direction_to_pixel, heading_of, perspective_directions
 
 ANALYSED_FRAMES = 8
 """Frames per clip used for the image and flow scores (evenly spaced, first and last included)."""
@@ -116,8 +116,7 @@ def depth_scores(depth: np.ndarray, near_limit: float) -> dict[str, float]:
 def pose_scores(c2w: np.ndarray) -> dict[str, float]:
     """Camera path length (m) and total heading change (degrees) of (T, 4, 4) c2w poses."""
     pos = c2w[:, :3, 3]
-    fwd = c2w[:, :3, 2]
-    heading = np.unwrap(np.arctan2(fwd[:, 1], fwd[:, 0]))
+    heading = np.unwrap(heading_of(c2w))
     return {"path_length_m": float(np.linalg.norm(np.diff(pos, axis=0), axis=1).sum()),
             "rotation_deg": float(math.degrees(np.abs(np.diff(heading)).sum()))}
 

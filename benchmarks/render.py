@@ -18,7 +18,7 @@ import numpy as np
 from dataset.core.conventions import EYE_HEIGHT, equirect_directions, pose_from_heading
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from dataset.render.shading import rotate_directions
-from dataset.sources import list_scenes, load_scene
+from dataset.sources import default_scenes, load_scene
 
 
 def poses_for(scene, n: int, seed: int = 0) -> np.ndarray:
@@ -94,9 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     scenes = args.scenes
     if not scenes:
-        maps = {name for name, _ in list_scenes()}
-        scenes = ["procedural:indoor:0", "procedural:outdoor:0"]
-        scenes += [m for m in ("openarena:oa_dm1", "openarena:aggressor", "openarena:oa_ctf2") if m in maps]
+        scenes = default_scenes(("oa_dm1", "aggressor", "oa_ctf2"))
     print(f"{'scene':<24} {'tris':>7} {'load s':>7} {'setup s':>8} {'pano/s':>7} {'raw pano/s':>10} "
           f"{'Mrays/s':>8} {'ratio':>6} {'open3d Mrays/s':>15}")
     for source in scenes:

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from dataset.sources import list_scenes, load_scene
+from dataset.sources import default_scenes, load_scene
 from sampling.collision import BoxIndex
 from sampling.graph import build_route_graph
 from sampling.sampler import SamplingConfig, sample_trajectories
@@ -62,9 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     scenes = args.scenes
     if not scenes:
-        maps = {name for name, _ in list_scenes()}
-        scenes = ["procedural:indoor:0", "procedural:outdoor:0"]
-        scenes += [m for m in ("openarena:oa_dm1", "openarena:oa_dm5", "openarena:aggressor") if m in maps]
+        scenes = default_scenes(("oa_dm1", "oa_dm5", "aggressor"))
     print(f"{'scene':<24} {'tris':>7} {'walkable s':>10} {'area m2':>8} {'graph s':>8} {'nodes':>6} {'edges':>6} "
           f"{'16 paths s':>10} {'ok/disc':>8}")
     for source in scenes:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.core.conventions import as_c2w_array, equirect_directions
+from dataset.core.conventions import as_c2w_array, c2w_to_w2c, crop_rotation, equirect_directions
 from dataset.core.scene import Material, Scene, SceneObject
 from dataset.core.trajectories import read_trajectory_file
 
@@ -142,10 +142,9 @@ def preset_trajectory(name: str, depth: np.ndarray, frames: int = 49, movement: 
         x, z = np.sign(turn) * radius * (1 - np.cos(angle)), radius * np.sin(angle)
         dx, dz = np.sign(turn) * np.sin(angle), np.cos(angle)
     poses = np.repeat(np.eye(4)[None], frames, axis=0)
-    yaw = np.arctan2(dx, dz)  # turning right = towards +x
+    yaw = np.degrees(np.arctan2(dx, dz))  # turning right = towards +x
     for i in range(frames):
-        c, sn = np.cos(yaw[i]), np.sin(yaw[i])
-        poses[i, :3, :3] = [[c, 0, sn], [0, 1, 0], [-sn, 0, c]]
+        poses[i, :3, :3] = crop_rotation(yaw[i], 0.0)
         poses[i, :3, 3] = [x[i], 0.0, z[i]]
     return poses
 
@@ -256,7 +255,7 @@ def write_guidance(out_dir: str | Path, rgb: np.ndarray, depth: np.ndarray, c2w0
     (out / "rendered_rgb.mp4").write_bytes(encode_mp4(frames, fps, crf=12))
     mask_rgb = np.repeat((masks[..., None] * 255).astype(np.uint8), 3, axis=3)
     (out / "rendered_mask.mp4").write_bytes(encode_mp4(mask_rgb, fps, crf=0))
-    save_matrix3d_cameras(out / "cameras.json", np.linalg.inv(c2w0)[None] @ poses)
+    save_matrix3d_cameras(out / "cameras.json", c2w_to_w2c(c2w0)[None] @ poses)
     picks = sorted({0, len(frames) // 2, len(frames) - 1})
     sheet = np.concatenate([np.concatenate([frames[i], mask_rgb[i]], axis=1) for i in picks], axis=0)
     Image.fromarray(sheet).save(out / "contact_sheet.png")

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dataset.core.ids import scene_id, stable_id
+from dataset.core.conventions import poses_to_rows
+from dataset.core.ids import rng_seed, scene_id, trajectory_id
 from dataset.core.scene import Scene
 from sampling.collision import BoxIndex, ProxyRule, proxy_boxes
 from sampling.graph import GraphConfig, RouteGraph, build_route_graph
@@ -50,7 +51,7 @@ class Trajectory:
     """Metres walked."""
 
     def to_json(self) -> dict:
-        return {"id": self.id, "c2w": [m.reshape(-1).tolist() for m in self.c2w], "length_m": round(self.length, 4),
+        return {"id": self.id, "c2w": poses_to_rows(self.c2w), "length_m": round(self.length, 4),
                 "num_frames": len(self.c2w)}
 
 
@@ -87,7 +88,7 @@ def sample_trajectories(scene: Scene, count: int, seed: int = 0, config: Samplin
     """Up to ``count`` collision-free camera paths through ``scene``; fewer (with notes) if it is too small."""
     cfg = config or SamplingConfig()
     sid = scene_id(scene.name, scene.content_hash())
-    rng = np.random.default_rng(stable_id_seed(sid, seed))
+    rng = np.random.default_rng(rng_seed(sid, seed))
     walk = walkable or extract_walkable(scene, cfg.walkable)
     graph = build_route_graph(walk, cfg.graph, rng)
     notes = list(walk.notes)
@@ -109,7 +110,7 @@ def sample_trajectories(scene: Scene, count: int, seed: int = 0, config: Samplin
     for k, start in enumerate(starts):
         if len(candidates) >= attempts:
             break
-        tid = stable_id("trajectory", sid, seed, k)
+        tid = trajectory_id(sid, seed, k)
         nodes, total = route(graph, int(start), need, cfg.path.max_legs, rng)
         if total < need:
             discarded.append(Discarded(tid, f"the walkable region around node {int(start)} allows only "
@@ -149,7 +150,3 @@ def _start_nodes(walk: WalkableSurface, graph: RouteGraph, scene: Scene) -> np.n
             return connected[marked]
     return connected
 
-
-def stable_id_seed(sid: str, seed: int) -> int:
-    """A 64-bit rng seed from the scene id and the user's seed."""
-    return int(stable_id("rng", sid, seed), 16)

@@ -16,13 +16,11 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from dataset.core.codecs import decode_depth, decode_mp4
-from dataset.store.reader import PanoDataset, filter_rows
+from dataset.store.reader import Clip, PanoDataset, filter_rows
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -80,11 +78,11 @@ class PanoClipDataset(IterableDataset):
                 yield self._sample(row)
 
     def _sample(self, row: dict) -> dict:
-        shape = (row["num_frames"], row["height"], row["width"])
+        clip = Clip(row)
         sample = {"clip_id": row["clip_id"], "scene_id": row["scene_id"], "caption": row["caption"] or "",
-                  "status": row["status"], "c2w": torch.from_numpy(np.asarray(row["c2w"]).reshape(-1, 4, 4))}
+                  "status": row["status"], "c2w": torch.from_numpy(clip.c2w)}
         if self.with_frames:
-            sample["frames"] = torch.from_numpy(decode_mp4(row["rgb_mp4"]))
+            sample["frames"] = torch.from_numpy(clip.frames())
         if self.with_depth:
-            sample["depth"] = torch.from_numpy(decode_depth(row["depth"], shape))
+            sample["depth"] = torch.from_numpy(clip.depth())
         return sample

@@ -14,6 +14,7 @@ import io
 
 import numpy as np
 
+from dataset.core.addresses import parse_host_port
 from dataset.core.conventions import (
     CUBE_LAYOUT,
     as_c2w_array,
@@ -32,11 +33,8 @@ VERSION = "unrealcv-cube6-1"
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` to (host, port), with a clear error."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"UnrealCV endpoint {endpoint!r} must be host:port, e.g. 127.0.0.1:9000")
-    return host, int(port)
+    """``host:port`` to (host, port), with a clear error naming the UnrealCV endpoint."""
+    return parse_host_port(endpoint, "UnrealCV endpoint")
 
 
 def decode_png_bgra(data: bytes) -> np.ndarray:

@@ -25,7 +25,8 @@ def field_choices(model: type[BaseModel], name: str) -> list:
 
 def field_int_range(model: type[BaseModel], name: str) -> range:
     """The integers an int field of a job-spec model allows between its ``ge`` and ``le`` bounds."""
-    bounds = {key: getattr(m, key) for m in model.model_fields[name].metadata for key in ("ge", "le") if hasattr(m, key)}
+    metadata = model.model_fields[name].metadata
+    bounds = {key: getattr(m, key) for m in metadata for key in ("ge", "le") if hasattr(m, key)}
     return range(bounds["ge"], bounds["le"] + 1)
 
 

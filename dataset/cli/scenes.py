@@ -112,13 +112,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from dataset.jobs.renderers import make_renderer
-    from dataset.sources import list_scenes, load_scene
+    from dataset.sources import default_scenes, load_scene
 
-    sources = ["procedural:indoor:0", "procedural:outdoor:0"]
-    maps = [name for name, _ in list_scenes() if name.startswith("openarena:")]
-    preferred = [m for m in ("openarena:oa_dm1", "openarena:aggressor") if m in maps]
-    sources += preferred[:1] or maps[:1]
-    if not maps:
+    sources = default_scenes(most=1)
+    if len(sources) == 2:
         print("no OpenArena maps found (apt-get install openarena-data): rendering procedural scenes only",
               file=sys.stderr)
     out = Path(args.out)
@@ -163,7 +160,8 @@ def add_sample(sub) -> None:
     p.add_argument("--frames", type=int, default=frames, help=f"poses per trajectory (default {frames})")
     p.add_argument("--step", type=float, default=step, help=f"metres between frames (default {step:g})")
     p.add_argument("--fps", type=float, default=fps, help=f"frame rate for turn-rate limits (default {fps:g})")
-    p.add_argument("--heading", default=heading, choices=field_choices(SamplingSpec, "heading"), help=f"heading policy (default {heading})")
+    p.add_argument("--heading", default=heading, choices=field_choices(SamplingSpec, "heading"),
+                   help=f"heading policy (default {heading})")
     p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
     p.add_argument("--out", required=True, help="output directory: trajectories.json and plot.png")
     p.set_defaults(func=cmd_sample)

@@ -34,6 +34,9 @@ from pydantic import (
 
 from dataset.core.addresses import parse_host_port
 
+MAX_SUPERSAMPLE = 4
+"""Most colour rays per pixel side of the embedded renderer."""
+
 
 class StrictModel(BaseModel):
     """A spec section: unknown keys are errors, values are frozen."""
@@ -46,7 +49,7 @@ class EmbeddedRendererSpec(StrictModel):
 
     kind: Literal["embedded"] = "embedded"
     """``embedded``."""
-    supersample: int = Field(1, ge=1, le=4)
+    supersample: int = Field(1, ge=1, le=MAX_SUPERSAMPLE)
     """Colour rays per pixel side."""
     shadows: bool = False
     """Sun shadows (unbaked scenes)."""

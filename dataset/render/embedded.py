@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset.core.conventions import as_c2w_array, check_equirect_size, equirect_directions, perspective_directions
+from dataset.core.jobspec import MAX_SUPERSAMPLE
 from dataset.core.raycast import EmbreeCaster, Hits
-from dataset.core.scene import Scene
+from dataset.core.scene import Scene, default_poses
 from dataset.render.base import Frames
 from dataset.render.shading import box_downsample, build_atlas, rotate_directions, shade_kernel, texels_per_metre
 
@@ -58,8 +59,8 @@ class RenderSettings:
     """Ray-casting threads; None = every core this process may use."""
 
     def __post_init__(self) -> None:
-        if self.supersample not in (1, 2, 3, 4):
-            raise ValueError(f"supersample must be 1, 2, 3 or 4, got {self.supersample}")
+        if not 1 <= self.supersample <= MAX_SUPERSAMPLE:
+            raise ValueError(f"supersample must be 1 to {MAX_SUPERSAMPLE}, got {self.supersample}")
 
     def sun_direction(self) -> np.ndarray:
         """Unit vector toward the sun in world coordinates."""
@@ -132,15 +133,7 @@ class EmbeddedRenderer:
 
     def _probe_gain(self, width: int = 128) -> float:
         """Gain that brings the median brightness of small panoramas from the spawn points to the target."""
-        from dataset.core.conventions import EYE_HEIGHT, pose_from_heading
-
-        spawns = self.scene.spawn_points[:8]
-        if len(spawns) == 0:
-            lo, hi = self.scene.bounds()
-            c = (lo + hi) / 2
-            spawns = np.array([[c[0], c[1], max(lo[2], c[2] - EYE_HEIGHT), 0.0]])
-        poses = np.stack([pose_from_heading((x, y, z + EYE_HEIGHT), h) for x, y, z, h in spawns])
-        frames = self.render(poses, width)
+        frames = self.render(default_poses(self.scene, 8), width)
         hit = frames.depth > 0
         if not hit.any():
             return 1.0

@@ -122,14 +122,6 @@ def _resolve(prefix: str, loader: Loader | str | EntryPoint) -> Loader:
                          f"reinstall the package that provides it") from exc
 
 
-def __getattr__(name: str):
-    if name == "MESH_SUFFIXES":  # lives in meshfile; re-exported lazily so importing the registry stays light
-        from dataset.sources.meshfile import MESH_SUFFIXES
-
-        return MESH_SUFFIXES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def list_scenes() -> list[tuple[str, str]]:
     """(scene string, description) for every built-in generator and every OpenArena map found."""
     from dataset.sources.procedural import GENERATORS
@@ -138,3 +130,13 @@ def list_scenes() -> list[tuple[str, str]]:
     rows = [(f"procedural:{name}:{example}", doc) for name, (example, doc, _fn) in GENERATORS.items()]
     rows += [(f"openarena:{name}", f"OpenArena level in {archive}") for name, archive in find_openarena_maps()]
     return rows
+
+
+def default_scenes(openarena: tuple[str, ...] = ("oa_dm1", "aggressor"), most: int | None = None) -> list[str]:
+    """The demo and benchmark scenes: ``procedural:indoor:0``, ``procedural:outdoor:0`` and the installed OpenArena
+    maps among ``openarena`` (at most ``most``; with ``most``, any installed map when none of those is)."""
+    maps = [name for name, _ in list_scenes() if name.startswith("openarena:")]
+    chosen = [f"openarena:{m}" for m in openarena if f"openarena:{m}" in maps][:most]
+    if most and not chosen:
+        chosen = maps[:most]
+    return ["procedural:indoor:0", "procedural:outdoor:0", *chosen]

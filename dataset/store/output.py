@@ -12,12 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
+from dataset.core.jobspec import JobError
 from dataset.store.shards import committed_shards, is_inside
 
 PAST = {"build": "built", "annotate": "annotated", "export": "exported"}
 
 
-class OutputError(RuntimeError):
+class OutputError(JobError):
     """The output folder cannot be used; the message is one line saying what to do."""
 
 

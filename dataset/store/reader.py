@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset.core.codecs import decode_depth, decode_mp4
+from dataset.core.conventions import rows_to_poses
 from dataset.store.shards import SCHEMA, committed_shards
 
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name not in ("rgb_mp4", "depth")]
@@ -40,7 +41,7 @@ class Clip:
     @property
     def c2w(self) -> np.ndarray:
         """(frames, 4, 4) camera-to-world poses."""
-        return np.asarray(self.row["c2w"], np.float64).reshape(-1, 4, 4)
+        return rows_to_poses(self.row["c2w"])
 
     def frames(self) -> np.ndarray:
         """(frames, H, W, 3) uint8 decoded equirect frames."""

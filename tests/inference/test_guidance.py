@@ -10,10 +10,10 @@ import pytest
 
 from dataset.core.codecs import psnr
 from dataset.core.conventions import load_matrix3d_cameras, pose_from_heading, save_matrix3d_cameras
+from dataset.core.trajectories import read_trajectory_file
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from inference.guidance import (
     depth_ahead,
-    load_trajectory,
     panorama_mesh,
     preset_trajectory,
     render_guidance,
@@ -92,12 +92,26 @@ def test_trajectory_files_and_the_matrix3d_camera_format_round_trip(tmp_path, in
     data = json.loads((tmp_path / "cameras.json").read_text())
     assert np.allclose(np.asarray(data[3]), np.linalg.inv(c2w[3]))  # w2c, OpenCV
     assert np.allclose(load_matrix3d_cameras(tmp_path / "cameras.json"), c2w)
-    assert np.allclose(load_trajectory(str(tmp_path / "cameras.json")), c2w)
+    assert np.allclose(read_trajectory_file(tmp_path / "cameras.json").c2w, c2w)
     (tmp_path / "ours.json").write_text(json.dumps({"c2w": [m.reshape(-1).tolist() for m in c2w]}))
-    assert np.allclose(load_trajectory(str(tmp_path / "ours.json")), c2w)
+    assert np.allclose(read_trajectory_file(tmp_path / "ours.json").c2w, c2w)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a trajectory"):
-        load_trajectory(str(tmp_path / "bad.json"))
+        read_trajectory_file(tmp_path / "bad.json")
+
+
+def test_guidance_poses_place_presets_at_the_panorama_and_take_files_as_world_poses(tmp_path, indoor_clip):
+    from inference.guidance import GuidanceInputs, guidance_poses
+
+    c2w, real = indoor_clip[0]
+    inputs = GuidanceInputs(real.rgb[0], real.depth[0], c2w[0])
+    preset = guidance_poses(inputs, "straight", frames=5, movement=0.5)
+    assert np.allclose(preset, c2w[0][None] @ preset_trajectory("straight", real.depth[0], 5, 0.5))
+    (tmp_path / "ours.json").write_text(json.dumps({"c2w": [m.reshape(-1).tolist() for m in c2w]}))
+    assert np.allclose(guidance_poses(inputs, str(tmp_path / "ours.json")), c2w)
+    with pytest.raises(ValueError, match="needs a trajectory"):
+        guidance_poses(inputs)
+    assert guidance_poses(GuidanceInputs(real.rgb[0], real.depth[0], c2w[0], c2w, 12.0)) is c2w
 
 
 def test_cli_writes_videos_cameras_and_sheet(tmp_path, indoor_clip):

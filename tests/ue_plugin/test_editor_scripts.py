@@ -116,7 +116,9 @@ def test_sequence_keys_round_trip_and_unwrap_yaw():
 
 
 def test_mrq_frames_are_ingested_as_a_clip(tmp_path):
-    OpenEXR = pytest.importorskip("OpenEXR")
+    pytest.importorskip("OpenEXR")
+    from mrq_helpers import write_mrq_frames
+
     from dataset.core.codecs import psnr
     from dataset.core.jobspec import parse_job_spec
     from dataset.jobs.ingest import ingest_mrq
@@ -124,22 +126,12 @@ def test_mrq_frames_are_ingested_as_a_clip(tmp_path):
     from dataset.render.embedded import EmbeddedRenderer, RenderSettings
     from dataset.store.reader import PanoDataset, verify_dataset
 
-    def write_exr(path, pixels):
-        OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
-                     {"RGB": np.ascontiguousarray(pixels, np.float32)}).write(str(path))
-
     spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 1, "frames_per_clip": 5})
     scene, plan = plan_scene(spec, "procedural:indoor:1")
     c2w = plan.clips[0].c2w
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
         frames = r.render(c2w, 256)
-    mrq = tmp_path / "mrq"
-    mrq.mkdir()
-    for i, (rgb, depth) in enumerate(zip(frames.rgb, frames.depth, strict=True)):
-        linear = (rgb / 255.0) ** 2.2  # MRQ writes linear colour
-        write_exr(mrq / f"FinalImage.{i:04d}.exr", linear)
-        cm = np.where(depth > 0, depth * 100, 65504.0)
-        write_exr(mrq / f"M_RangeDepth.{i:04d}.exr", np.dstack([cm, cm, cm]))
+    mrq = write_mrq_frames(tmp_path / "mrq", frames.rgb, frames.depth)
     out = tmp_path / "ds"
     clip_id = ingest_mrq(mrq, c2w, 12.0, out, "traj0", "procedural:indoor:1")
     assert ingest_mrq(mrq, c2w, 12.0, out, "traj0", "procedural:indoor:1") == clip_id  # idempotent

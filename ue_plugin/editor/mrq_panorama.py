@@ -12,7 +12,6 @@ The depth material (a post-process material, ``Blendable Location: After Tonemap
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,11 @@ import unreal
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the matrix-pano checkout
 import numpy as np  # noqa: E402
 
+from dataset.core.trajectories import read_trajectory_file  # noqa: E402
 from ue_plugin.level import sequence_keys  # noqa: E402
+
+DEFAULT_FPS = 12
+"""Frame rate of the sequence when the trajectory file does not say (only ``matrix-pano sample`` output does)."""
 
 
 def build_sequence(c2w: np.ndarray, fps: int, name: str, package: str = "/Game/MatrixPano") -> unreal.LevelSequence:
@@ -72,7 +75,6 @@ def queue_render(seq: unreal.LevelSequence, out_dir: str, depth_material: str, s
 
 if __name__ == "__main__":
     trajectories, index, out, material = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    data = json.loads(Path(trajectories).read_text())
-    poses = np.asarray(data["trajectories"][index]["c2w"], np.float64).reshape(-1, 4, 4)
-    fps = int(round(data.get("config", {}).get("path", {}).get("fps", 12)))
-    queue_render(build_sequence(poses, fps, f"MatrixPano_{index:04d}"), out, material)
+    traj = read_trajectory_file(trajectories, index)
+    fps = int(round(traj.fps if traj.fps is not None else DEFAULT_FPS))
+    queue_render(build_sequence(traj.c2w, fps, f"MatrixPano_{index:04d}"), out, material)

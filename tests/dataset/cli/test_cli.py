@@ -47,6 +47,8 @@ def test_render_trajectory_writes_numbered_frames(tmp_path):
     (["render", "scene.xyz", "--out", "x"], "scene.xyz"),
     (["render", "procedural:room:4x6x3", "--c2w", "1 2 3", "--out", "x"], "16 numbers"),
     (["render", "procedural:room:4x6x3", "--width", "101", "--out", "x"], "2 x height"),
+    (["render", "procedural:room:4x6x3", "--supersample", "5", "--out", "x"], "supersample"),
+    (["render", "procedural:room:4x6x3", "--trajectory", "no/such/traj.json", "--out", "x"], "does not exist"),
 ])
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "dataset.cli", *args], capture_output=True, text=True,
@@ -74,3 +76,75 @@ def test_scenes_lists_generators():
     assert result.returncode == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert "procedural:indoor:0" in names and "procedural:outdoor:0" in names
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    listed = capsys.readouterr().out.split("{", 1)[1].split("}", 1)[0].split(",")
+    assert listed == ["render", "sample", "build", "verify", "stats", "annotate", "review", "export", "unreal",
+                      "guidance", "scenes", "demo"]
+
+
+def test_flag_defaults_are_the_job_spec_defaults():
+    from dataset.cli import build_parser
+    from dataset.core.jobspec import EmbeddedRendererSpec, JobSpec, SamplingSpec
+    from inference.guidance import DEFAULT_THRESHOLD
+
+    parser = build_parser()
+    spec = JobSpec(scenes=["procedural:indoor:0"])
+    sample = parser.parse_args(["sample", "procedural:indoor:0", "--out", "x"])
+    assert (sample.count, sample.frames, sample.fps, sample.seed) == (
+        spec.trajectories_per_scene, spec.frames_per_clip, spec.fps, spec.seed)
+    assert (sample.step, sample.heading) == (SamplingSpec().step, SamplingSpec().heading)
+    render = parser.parse_args(["render", "procedural:indoor:0", "--out", "x"])
+    assert (render.width, render.supersample) == (spec.resolution[0], EmbeddedRendererSpec().supersample)
+    assert parser.parse_args(["demo"]).width == spec.resolution[0]
+    guidance = parser.parse_args(["guidance", "--out", "x"])
+    assert (guidance.frames, guidance.fps, guidance.threshold) == (spec.frames_per_clip, spec.fps, DEFAULT_THRESHOLD)
+    ingest = parser.parse_args(["unreal", "ingest", "frames", "--trajectories", "t.json", "--out", "x"])
+    assert ingest.fps == spec.fps
+
+
+def test_render_reads_a_sample_output(tmp_path):
+    poses = [pose_from_heading((0.0, 0.1 * i, 1.5), 0.3 * i).reshape(-1).tolist() for i in range(2)]
+    traj = tmp_path / "trajectories.json"
+    traj.write_text(json.dumps({"scene": "procedural:room:4x6x3", "trajectories": [{"id": "t0", "c2w": poses}]}))
+    out = tmp_path / "out"
+    assert main(["render", "procedural:room:4x6x3", "--trajectory", str(traj), "--width", "32",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["depth_00000.npy", "depth_00001.npy", "rgb_00000.png",
+                                                     "rgb_00001.png"]
+
+
+def test_unreal_ingest_adds_a_sampled_trajectory_as_a_clip_of_its_scene(tmp_path, capsys):
+    pytest.importorskip("OpenEXR")
+    from mrq_helpers import write_mrq_frames
+
+    from dataset.core.jobspec import parse_job_spec
+    from dataset.jobs.worker import plan_scene
+    from dataset.render.embedded import EmbeddedRenderer, RenderSettings
+    from dataset.store.reader import PanoDataset
+
+    spec = parse_job_spec({"scenes": ["procedural:room:4x6x3"], "trajectories_per_scene": 1, "frames_per_clip": 3})
+    scene, plan = plan_scene(spec, "procedural:room:4x6x3")
+    c2w = plan.clips[0].c2w
+    with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
+        frames = r.render(c2w, 64)
+    mrq = write_mrq_frames(tmp_path / "mrq", frames.rgb, frames.depth)
+    traj = tmp_path / "trajectories.json"
+    traj.write_text(json.dumps({"scene": "procedural:room:4x6x3", "scene_id": "scene-from-the-file",
+                                "trajectories": [{"id": "t0", "c2w": c2w.reshape(-1, 16).tolist()}]}))
+    out = tmp_path / "ds"
+    assert main(["unreal", "ingest", str(mrq), "--trajectories", str(traj), "--out", str(out)]) == 0
+    clip = next(PanoDataset(out).clips())
+    assert (clip.row["scene_id"], clip.row["trajectory_id"]) == ("scene-from-the-file", "t0")
+    assert np.allclose(clip.c2w, c2w)
+    capsys.readouterr()
+    assert main(["unreal", "ingest", str(mrq), "--trajectories", str(traj), "--index", "3", "--out", str(out)]) == 2
+    assert f"{traj} has no trajectory 3" in capsys.readouterr().err
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"c2w": c2w.reshape(-1, 16).tolist()}))
+    assert main(["unreal", "ingest", str(mrq), "--trajectories", str(bare), "--out", str(out)]) == 2
+    assert f"{bare} has no trajectory 0" in capsys.readouterr().err

@@ -215,7 +215,7 @@ def test_gltf_export_renders_the_same_depth_as_the_scene_built_in_code(tmp_path,
 
 @pytest.mark.openarena
 def test_openarena_levels_render_textured_lit_panoramas():
-    from dataset.cli import default_pose
+    from dataset.core.scene import default_pose
     from dataset.sources import load_scene
     from dataset.sources.quake3 import find_openarena_maps
 
