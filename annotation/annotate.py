@@ -3,7 +3,9 @@
 Each committed input shard becomes the output shard with the same number and the same rows in the same
 order; only ``caption``, ``scores``, ``status`` and ``reject_reasons`` change, every other column is
 copied as is (byte-identical). Input shards are only read. Shards are committed like the build's
-(temporary file, fsync, rename, marker), so a rerun skips the shards already done.
+(temporary file, fsync, rename, marker), so a rerun skips the shards already done; a damaged output shard
+is moved into ``OUT/quarantine/`` and done again. Each input shard is checked against its marker's SHA-256
+as it is read, and the output folder is locked while the job runs.
 
 Work is spread over Ray actors (``AnnotateWorker``), each holding one captioning model: one actor per
 GPU when the cluster has GPUs and a model is asked for, else one per CPU.
@@ -17,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from annotation.captioner import VideoLlama3Captioner
 from annotation.filters import clip_scores, verdict
@@ -25,16 +26,19 @@ from dataset.core.jobspec import AnnotateSpec, AnnotationSpec, CaptionerSpec, Jo
 from dataset.runtime.pool import READY, ActorPool
 from dataset.runtime.progress import Progress
 from dataset.runtime.ray import init_ray
-from dataset.store.output import prepare_output
+from dataset.store.output import output_lock, prepare_output
 from dataset.store.reader import Clip
 from dataset.store.shards import (
+    QUARANTINE,
     SCHEMA,
     SCORES,
     SHARD_RE,
     commit_table,
     committed_shards,
+    read_committed_table,
     read_manifest,
     remove_debris,
+    repair_shards,
     rows_per_group,
     write_atomic,
 )
@@ -110,9 +114,10 @@ class AnnotateWorker:
     def ready(self) -> bool:
         return True
 
-    def annotate_shard(self, name: str) -> dict:
-        """Annotate input shard ``name`` into the output shard of the same number; returns its marker."""
-        table = pq.read_table(self.src / "shards" / name)
+    def annotate_shard(self, name: str, marker: dict) -> dict:
+        """Annotate input shard ``name`` (committed with ``marker``) into the output shard of the same number;
+        returns the new marker."""
+        table = read_committed_table(self.src / "shards" / name, marker)
         table = annotate_table(table, self.thresholds, self.spec.rescore, self.captioner, self.spec.captioner)
         number = int(SHARD_RE.match(name).group(1))
         group = rows_per_group(self.src / "shards" / name)
@@ -123,12 +128,20 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Annotate every committed shard of ``src`` into ``out`` (resumable); returns the counts."""
     src, out = Path(src), Path(out)
+    with output_lock(out, "annotate", error=AnnotateError):
+        return _annotate(src, out, spec, ray_address, workers, overwrite, progress)
+
+
+def _annotate(src: Path, out: Path, spec: AnnotateSpec, ray_address: str | None, workers: int | None,
+              overwrite: bool, progress: bool) -> dict:
     prepare_output(out, "annotate", settings=("annotate_spec", spec.model_dump(mode="json")), overwrite=overwrite,
-                   src=src, error=AnnotateError)
+                   src=src, outputs=("shards", QUARANTINE, "manifest.json"), error=AnnotateError)
+    quarantined = repair_shards(out)
     remove_debris(out)
     thresholds = _thresholds(src, spec)
     done = {p.name for p, _ in committed_shards(out)}
-    todo = [p.name for p, _ in committed_shards(src) if p.name not in done]
+    markers = {p.name: m for p, m in committed_shards(src)}
+    todo = [name for name in markers if name not in done]
     start = time.time()
     if todo:
         ray = init_ray(ray_address, workers)
@@ -151,7 +164,7 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
                     if queue:
                         name = queue.pop(0)
                         attempts[name] = attempts.get(name, 0) + 1
-                        pool.submit(w, "annotate_shard", name, task=name)
+                        pool.submit(w, "annotate_shard", name, markers[name], task=name)
                 f = pool.wait()
                 if f is None or (f.task == READY and f.died is None):
                     continue
@@ -176,7 +189,7 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
     shards = committed_shards(out)
     counts = {"shards": len(shards), "clips": sum(m["rows"] for _, m in shards),
               "accepted": sum(m["accepted"] for _, m in shards), "rejected": sum(m["rejected"] for _, m in shards),
-              "seconds": round(time.time() - start, 1)}
+              "quarantined": len(quarantined), "seconds": round(time.time() - start, 1)}
     source_manifest = read_manifest(src)
     manifest = {**source_manifest, "source": str(src.resolve()), "annotate_spec": spec.model_dump(mode="json"),
                 "thresholds": thresholds.model_dump(mode="json"), "counts": {**source_manifest.get("counts", {}),

@@ -3,13 +3,16 @@
 Each clip is shown to the model as a short video: ``num_frames`` frames sampled evenly, either the
 equirect panorama itself or 4 horizontal perspective crops tiled 2 x 2 (``view``), with their real
 timestamps. One prompt asks for a caption and three ratings in a fixed format; ``parse_answer``
-reads it leniently (markdown, "4/5", words around). A malformed answer is retried with sampling, then
-recorded as the clip's error: it never stops the job.
+reads it leniently (markdown, "4/5", words around) in linear time. A malformed answer is retried with
+sampling, then recorded as the clip's error; a batch that runs past ``timeout_s`` per clip is stopped
+and its clips recorded as timed out. Neither stops the job.
 """
 
 from __future__ import annotations
 
 import re
+import string
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,22 +31,71 @@ PROMPT = (
 
 CROPS_NOTE = " (Here each frame shows four views, front, right, back and left, tiled 2 x 2.)"
 
-_RATING = {name: re.compile(rf"{name}[a-z ]*\W{{0,4}}\s*[:=\-]?\s*\**\s*([1-5])(?:\s*/\s*5)?(?!\.?[0-9])", re.I)
-           for name in ("detail", "semantic", "motion")}
-_CAPTION = re.compile(r"caption\W*:\s*\**\s*(.+?)(?=\n\s*\**\s*(?:detail|semantic|motion)\b|\Z)", re.I | re.S)
+_RATING = re.compile(
+    r"(?P<label>details?|semantics?|motion)(?:[ \t]+(?:quality|information|info|richness|score|rating))?"
+    r"[ \t*_]*(?:\([ \t]*1[ \t]*-[ \t]*5[ \t]*\)[ \t*_]*)?"  # an echoed "(1-5)"
+    r"(?:[:=]|-(?=[ \t]))[ \t*_]*"  # "Detail: 4", "Detail = 4", "Detail - 4" (but "Detail -1" is no rating)
+    r"(?P<value>[^\s,;*_]{0,16}(?:[ \t]*/[ \t]*[^\s,;*_]{1,4})?)")
+"""A label and the value after it, searched in ASCII-lowercased text (``re.I`` scans 10x slower). No nested or
+overlapping repeats, so a search takes time linear in the answer."""
+_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_VALID = re.compile(r"([1-5])(?:[ \t]*/[ \t]*5)?")
+_NUMERIC = re.compile(r"[-+.]*[0-9]")
+_CAPTION = re.compile(r"\bcaption[ \t*_]*:")
+_MARKUP = " \t*_#>-"
+"""Markdown allowed before a label: emphasis, headings, bullets (at most ``_MAX_MARKUP`` characters)."""
+_MAX_MARKUP = 16
+_FIELD_END = "\n.,;:|!?()[]"
+"""Characters after which a label starts a field."""
+
+
+def _field_start(text: str, label_at: int, last_end: int) -> int | None:
+    """Where the rating whose label begins at ``label_at`` starts, markdown included; None when the label is
+    a word of running text (a field starts a line, follows punctuation, or follows the previous rating)."""
+    window = text[max(0, label_at - _MAX_MARKUP - 1):label_at]
+    lead = window.rstrip(_MARKUP)
+    start = label_at - (len(window) - len(lead))
+    if not lead:
+        return start if start == 0 else None
+    return start if lead[-1] in _FIELD_END or (lead[-1].isdigit() and start == last_end) else None
 
 
 def parse_answer(text: str) -> tuple[str, int, int, int]:
-    """(caption, detail, semantic, motion) from a model answer; ValueError naming what is missing."""
-    ratings = {}
-    for name, pattern in _RATING.items():
-        m = pattern.search(text)
-        if not m:
+    """(caption, detail, semantic, motion) from a model answer; ValueError naming what is missing or malformed.
+
+    A rating is a label (``Detail``, ``Detail quality``, ``**Semantic**``, ...) at the start of a line, after
+    punctuation or right after another rating, then ``:``, ``=`` or `` - `` and one whole number 1-5 (``4/5``
+    counts as 4). A labelled number that is anything else (``3-4``, ``-1``, ``0``, ``7``, ``4.5``) makes the
+    answer malformed, as do two different values for one label. The caption is the text after ``Caption:``
+    (else from the start) up to the next rating.
+    """
+    ratings: dict[str, int] = {}
+    starts: list[int] = []
+    last_end = -1
+    lower = text.translate(_LOWER)  # same length and positions as text
+    for m in _RATING.finditer(lower):
+        start = _field_start(text, m.start(), last_end)
+        token = m["value"].rstrip(".)!?").lstrip("(")
+        if start is None or not _NUMERIC.match(token):
+            continue  # "a room with 3 motion: 4 ..." and "Motion: the camera walks" are caption text
+        name = m["label"].rstrip("s")
+        valid = _VALID.fullmatch(token)
+        if not valid:
+            found = " ".join(text[m.start():m.end()].split())
+            raise ValueError(f"no {name} rating (1-5) in the answer: {found!r} is not one whole number from 1 to 5")
+        value = int(valid[1])
+        if ratings.setdefault(name, value) != value:
+            raise ValueError(f"no {name} rating (1-5) in the answer: two different values ({ratings[name]} and "
+                             f"{value})")
+        starts.append(start)
+        last_end = m.end()
+    for name in ("detail", "semantic", "motion"):
+        if name not in ratings:
             raise ValueError(f"no {name} rating (1-5) in the answer")
-        ratings[name] = int(m.group(1))
-    m = _CAPTION.search(text)
-    caption = m.group(1) if m else text[: min(_RATING[n].search(text).start() for n in _RATING)]
-    caption = " ".join(caption.replace("*", " ").split()).strip(" -:")
+    label = _CAPTION.search(lower)
+    begin = label.end() if label else 0
+    stop = min((s for s in starts if s >= begin), default=len(text))
+    caption = " ".join(text[begin:stop].replace("*", " ").split()).strip(" -:")
     if len(caption) < 3:
         raise ValueError("no caption in the answer")
     return caption, ratings["detail"], ratings["semantic"], ratings["motion"]
@@ -121,8 +173,11 @@ class VideoLlama3Captioner:
         self.processor.tokenizer.padding_side = "left"
         self.device = device
 
-    def _generate(self, batch: list[tuple[np.ndarray, np.ndarray]], sample: bool) -> list[str]:
+    def _generate(self, batch: list[tuple[np.ndarray, np.ndarray]], sample: bool, started: float,
+                  budget: float) -> list[str]:
+        """The raw answers; generation stops ``budget`` seconds after ``started`` (``time.time()``)."""
         import torch
+        from transformers import MaxTimeCriteria, StoppingCriteriaList
         from transformers.video_utils import VideoMetadata
 
         prompt = PROMPT + (CROPS_NOTE if self.spec.view == "crops" else "")
@@ -137,7 +192,8 @@ class VideoLlama3Captioner:
                                 return_tensors="pt", padding=True).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.spec.max_new_tokens, do_sample=sample,
-                                      temperature=0.7 if sample else None, top_p=0.9 if sample else None)
+                                      temperature=0.7 if sample else None, top_p=0.9 if sample else None,
+                                      stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(budget, started)]))
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def annotate(self, videos: list[np.ndarray], fps: list[float]) -> list[VlmResult]:
@@ -149,14 +205,24 @@ class VideoLlama3Captioner:
             todo = [i for i, r in enumerate(results) if r is None]
             for start in range(0, len(todo), self.spec.batch_size):
                 chunk = todo[start:start + self.spec.batch_size]
-                answers = self._generate([inputs[i] for i in chunk], sample=attempt > 0)
-                for i, answer in zip(chunk, answers, strict=True):
+                started, budget = time.time(), self.spec.timeout_s * len(chunk)
+                answers = self._generate([inputs[i] for i in chunk], attempt > 0, started, budget)
+                parsed: list[tuple[str, int, int, int] | str] = []
+                for answer in answers:
                     try:
-                        caption, d, s, m = parse_answer(answer)
-                        results[i] = VlmResult(caption, d, s, m)
+                        parsed.append(parse_answer(answer))
                     except ValueError as exc:
-                        last[i] = f"{exc}"
-                        last[i] += f"; answer: {' '.join(answer.split())[:200]!r}"
+                        parsed.append(f"{exc}; answer: {' '.join(answer.split())[:200]!r}")
+                took = time.time() - started
+                for i, verdict in zip(chunk, parsed, strict=True):
+                    if took > budget:  # abandoned: a late or cut-off answer is not trusted, nor retried
+                        results[i] = VlmResult(None, error=f"timed out: {took:.1f} s for a batch of {len(chunk)}, "
+                                                           f"over captioner.timeout_s = {self.spec.timeout_s:g} s "
+                                                           f"per clip (raise it, or lower max_new_tokens)")
+                    elif isinstance(verdict, str):
+                        last[i] = verdict
+                    else:
+                        results[i] = VlmResult(*verdict)
         return [r if r is not None else VlmResult(None, error=f"no valid answer after {self.spec.max_attempts} "
                                                           f"attempts ({last[i]})")
                 for i, r in enumerate(results)]

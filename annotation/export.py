@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from annotation.review import ReviewLog, final_status
 from dataset.core.jobspec import JobError
-from dataset.store.output import prepare_output
+from dataset.store.output import output_lock, prepare_output
 from dataset.store.shards import (
     SHARD_RE,
+    ShardDamagedError,
     commit_table,
     committed_shards,
+    read_committed_table,
     read_manifest,
     remove_debris,
     rows_per_group,
@@ -41,13 +42,21 @@ def run_export(src: str | Path, out: str | Path, status: str = "accepted", overw
     src, out = Path(src), Path(out)
     if status not in STATUSES:
         raise ExportError(f"--status {status!r} is not one of {', '.join(STATUSES)}")
+    with output_lock(out, "export", error=ExportError):
+        return _export(src, out, status, overwrite)
+
+
+def _export(src: Path, out: Path, status: str, overwrite: bool) -> dict:
     prepare_output(out, "export", overwrite=overwrite, src=src, exclusive=True, error=ExportError)
     shards = committed_shards(src)
     remove_debris(out)
     decisions = ReviewLog(src).decisions()
     kept = total = 0
-    for path, _ in shards:
-        table = pq.read_table(path)
+    for path, marker in shards:
+        try:
+            table = read_committed_table(path, marker)
+        except ShardDamagedError as exc:
+            raise ExportError(str(exc)) from None
         rows = table.select(["clip_id", "status", "reject_reasons"]).to_pylist()
         finals = [final_status(r["status"], r["reject_reasons"], decisions.get(r["clip_id"])) for r in rows]
         names = table.column_names

@@ -1,4 +1,4 @@
-"""The UnrealCV wire protocol: framing, and a client with a timeout on every step and pipelined requests.
+"""The UnrealCV wire protocol: framing, and a client with a deadline on every request and pipelined requests.
 
 Frames are a little-endian uint32 magic ``0x9E2B83C1``, a uint32 payload length, then the payload. On
 connect the server sends ``connected to <project>``; requests are ``"<id>:<command>"`` with ids counting
@@ -9,6 +9,12 @@ Why not the ``unrealcv`` PyPI client (1.3.2): its ``connect`` waits forever for 
 ``request_batch`` for replies (a hung instance hangs the job), and it depends on the GUI build of
 OpenCV and on ``docker``. This client speaks the same protocol (the tests run the ``unrealcv`` client
 against our stand-in server to keep both honest) with explicit timeouts, id checks and reconnects.
+
+Limits (a hung or hostile peer costs at most the timeout and the memory of one largest reply):
+
+- ``timeout``: the whole budget of one request (send and full reply) and of connecting (with the greeting).
+- ``MAX_IMAGE_SIDE`` = 2048 px: largest image side asked for (cube faces of equirects up to 8192 px wide).
+- ``MAX_PAYLOAD`` = 32 MiB: largest frame accepted, twice a BGRA or float32 image of that side.
 """
 
 from __future__ import annotations
@@ -18,10 +24,16 @@ import struct
 import time
 from collections.abc import Sequence
 
+from dataset.core.jobspec import MAX_UNREAL_WIDTH
+
 MAGIC = 0x9E2B83C1
 HEADER = struct.Struct("<II")
-MAX_PAYLOAD = 1 << 30
-"""Largest frame accepted (1 GiB): a bigger length means the stream is garbage."""
+MAX_IMAGE_SIDE = MAX_UNREAL_WIDTH // 4
+"""Largest image width or height (px) the backend asks for and the stand-in renders (2048): cube faces of the
+widest equirect the unreal renderer makes."""
+MAX_PAYLOAD = 2 * 4 * MAX_IMAGE_SIDE**2
+"""Largest frame accepted (32 MiB): twice the 4 bytes per pixel of the largest BGRA PNG or float32 NPY image;
+a bigger announced length is refused before anything is read."""
 
 
 class UnrealCVError(RuntimeError):
@@ -45,9 +57,15 @@ def send_frame(sock: socket.socket, payload: bytes) -> None:
     sock.sendall(HEADER.pack(MAGIC, len(payload)) + payload)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
+    """``n`` bytes; TimeoutError once ``deadline`` (``time.monotonic``) passes, however the bytes trickle in."""
     chunks, got = [], 0
     while got < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
         chunk = sock.recv(min(n - got, 1 << 20))
         if not chunk:
             raise ConnectionLost("connection closed by the peer")
@@ -56,14 +74,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock: socket.socket) -> bytes:
-    """Receive one framed payload (the socket's timeout applies to each read)."""
-    magic, size = HEADER.unpack(_recv_exact(sock, HEADER.size))
+def recv_frame(sock: socket.socket, deadline: float | None = None, max_size: int = MAX_PAYLOAD) -> bytes:
+    """Receive one framed payload of at most ``max_size`` bytes, complete by ``deadline`` (``time.monotonic``;
+    it sets the socket's timeout) or TimeoutError; without a deadline the socket's timeout applies per read."""
+    magic, size = HEADER.unpack(_recv_exact(sock, HEADER.size, deadline))
     if magic != MAGIC:
         raise ProtocolError(f"bad frame magic 0x{magic:08X} (expected 0x{MAGIC:08X}): not an UnrealCV server")
-    if size > MAX_PAYLOAD:
-        raise ProtocolError(f"frame of {size} bytes announced: not an UnrealCV server")
-    return _recv_exact(sock, size)
+    if size > max_size:
+        raise ProtocolError(f"frame of {size} bytes announced, over the limit of {max_size} bytes: "
+                            f"not an UnrealCV server, or an image over {MAX_IMAGE_SIDE} px a side")
+    return _recv_exact(sock, size, deadline)
 
 
 class UnrealCVClient:
@@ -71,7 +91,9 @@ class UnrealCVClient:
 
     ``request`` sends one command; ``request_batch`` pipelines many (all sent, then all replies read),
     which is what makes per-frame capture fast: the server runs up to 32 requests per game tick.
-    Every socket operation has ``timeout`` seconds; ``connect`` retries with exponential backoff.
+    ``timeout`` is the budget of each request from sending it to its full reply (in a batch, each reply has
+    ``timeout`` seconds from the one before), and of each connection attempt up to the full greeting;
+    ``connect`` retries with exponential backoff.
     """
 
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
@@ -99,12 +121,12 @@ class UnrealCVClient:
                              f"is the game running with -UnrealCVPort {self.port}?")
 
     def _connect_once(self) -> str:
+        deadline = time.monotonic() + self.timeout
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(self.timeout)
         self.sock = sock
         try:
-            greeting = recv_frame(sock)
+            greeting = recv_frame(sock, deadline)
         except TimeoutError:
             raise ConnectionLost(f"{self.endpoint} accepted the connection but sent no greeting within "
                                  f"{self.timeout} s (another client connected, or the game is stuck)") from None
@@ -138,17 +160,21 @@ class UnrealCVClient:
         return self.request(command).decode(errors="replace").strip()
 
     def request_batch(self, commands: Sequence[str], check: bool = True) -> list[bytes]:
-        """Pipeline commands: send all, then read the replies in order (ids checked)."""
+        """Pipeline commands: send all, then read the replies in order (ids checked), each within ``timeout``."""
         if self.sock is None:
             raise ConnectionLost(f"not connected to {self.endpoint}")
         first = self._next_id
         try:
+            late, deadline = next(iter(commands), ""), time.monotonic() + self.timeout
+            self.sock.settimeout(self.timeout)  # sendall: a total, not per send
             self.sock.sendall(b"".join(HEADER.pack(MAGIC, len(p)) + p for p in
                                        (f"{first + i}:{c}".encode() for i, c in enumerate(commands))))
             self._next_id += len(commands)
             replies = []
             for i, command in enumerate(commands):
-                payload = recv_frame(self.sock)
+                late = command
+                payload = recv_frame(self.sock, deadline)
+                deadline = time.monotonic() + self.timeout
                 head, sep, body = payload.partition(b":")
                 if not sep or not head.isdigit():
                     raise ProtocolError(f"{self.endpoint} sent a reply without an id: {payload[:60]!r}")
@@ -158,7 +184,7 @@ class UnrealCVClient:
                 replies.append(body)
         except TimeoutError:
             self.close()
-            raise ConnectionLost(f"{self.endpoint} did not answer {commands[0]!r} (batch of {len(commands)}) "
+            raise ConnectionLost(f"{self.endpoint} did not answer {late!r} (batch of {len(commands)}) "
                                  f"within {self.timeout} s") from None
         except (OSError, ConnectionLost) as exc:
             self.close()

@@ -7,6 +7,12 @@ requests in order, and emulates the known quirks: camera 0 (the player pawn) ret
 rendered first (stale), and depth is planar centimetres rounded through float16.
 
     matrix-pano unreal standin SCENE --port 9000
+
+Limits (a bad or stuck client gets an ``error ...`` reply or is dropped; it cannot hold or sink the server):
+
+- ``IDLE_TIMEOUT_S`` = 300 s (``idle_timeout_s``): a client that sends no request or reads no reply as long is dropped.
+- ``MAX_REQUEST_BYTES`` = 64 KiB: largest request frame; a bigger one drops the client.
+- ``protocol.MAX_IMAGE_SIDE`` = 2048 px: ``vset /camera/N/size W H`` outside 1..2048 answers ``error ...``.
 """
 
 from __future__ import annotations
@@ -22,11 +28,15 @@ import time
 import numpy as np
 
 from dataset.core.conventions import range_to_planar, ue_pose_to_c2w, world_to_ue
-from ue_plugin.protocol import ConnectionLost, ProtocolError, recv_frame, send_frame
+from ue_plugin.protocol import MAX_IMAGE_SIDE, ConnectionLost, ProtocolError, recv_frame, send_frame
 
 PROJECT = "MatrixPanoStandin"
 TICK_REQUESTS = 32
 """Requests the real server executes per game tick."""
+IDLE_TIMEOUT_S = 300.0
+"""Seconds a client may take to send its next full request, or to read a reply, before it is dropped."""
+MAX_REQUEST_BYTES = 1 << 16
+"""Largest request frame (64 KiB; commands are a line of text)."""
 
 
 def _numbers(values) -> bytes:
@@ -48,7 +58,7 @@ class StandinServer:
     """Serves one scene on ``host:port`` in a background thread (``start``/``stop``, or a ``with`` block)."""
 
     def __init__(self, scene, host: str = "127.0.0.1", port: int = 0, precomputed: bool = False,
-                 renderer=None, tick_s: float = 0.0) -> None:
+                 renderer=None, tick_s: float = 0.0, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 
         self.scene = scene
@@ -57,6 +67,8 @@ class StandinServer:
         """Answer every image request with one precomputed image (measures pure protocol cost)."""
         self.tick_s = tick_s
         """Game-tick emulation: at most TICK_REQUESTS requests per tick of this many seconds (0 = off)."""
+        self.idle_timeout_s = idle_timeout_s
+        """A client that sends no full request, or reads no reply, for this many seconds is dropped."""
         self.cameras = [_Camera("PlayerCameraManager")]
         self._listener = socket.create_server((host, port))
         self.host, self.port = self._listener.getsockname()[:2]
@@ -102,10 +114,11 @@ class StandinServer:
     def _serve_client(self, conn: socket.socket) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.idle_timeout_s)
             send_frame(conn, f"connected to {PROJECT}".encode())
             in_tick = 0
             while not self._stop.is_set():
-                payload = recv_frame(conn)
+                payload = recv_frame(conn, time.monotonic() + self.idle_timeout_s, MAX_REQUEST_BYTES)
                 head, sep, command = payload.partition(b":")
                 if not sep or not head.isdigit():
                     continue  # the real server drops requests without an id
@@ -113,7 +126,9 @@ class StandinServer:
                     now = time.perf_counter()
                     time.sleep(math.ceil(now / self.tick_s) * self.tick_s - now)
                 self.requests += 1
-                send_frame(conn, head + b":" + self.handle(command.decode(errors="replace").strip()))
+                reply = head + b":" + self.handle(command.decode(errors="replace").strip())
+                conn.settimeout(self.idle_timeout_s)  # sendall: a total for the whole reply
+                send_frame(conn, reply)
                 if self.tick_s:  # up to TICK_REQUESTS per tick, while more requests are already waiting
                     in_tick += 1
                     if in_tick >= TICK_REQUESTS or not select.select([conn], [], [], 0)[0]:
@@ -171,7 +186,12 @@ class StandinServer:
         return b"ok"
 
     def _set_size(self, n: str, w: str, h: str) -> bytes:
-        self._camera(n).size = (int(w), int(h))
+        cam = self._camera(n)
+        size = tuple(int(v) if len(v) < 10 else 0 for v in (w, h))  # int() refuses thousands of digits
+        if not all(0 < v <= MAX_IMAGE_SIDE for v in size):
+            raise ValueError(f"size {w[:10]} {h[:10]} is invalid: width and height must be 1 to {MAX_IMAGE_SIDE} "
+                             f"pixels")
+        cam.size = size
         return b"ok"
 
     def _set_illumination(self, n: str, mode: str) -> bytes:

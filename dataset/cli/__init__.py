@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dataset.cli import curation, datasets, guidance, scenes, unreal
-from dataset.cli.common import CliError
+from dataset.cli.common import EXIT_OK, EXIT_USAGE, CliError
 from dataset.core.jobspec import JobError
 from dataset.core.scene import SceneError
 
@@ -27,17 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and return 2."""
+    """Run the CLI; returns the subcommand's exit status (0 when it returns None). User errors print one line
+    on stderr and return 2 (bad flags exit with 2 from argparse)."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (CliError, SceneError, ValueError, JobError, FileNotFoundError) as exc:
         print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"matrix-pano {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return EXIT_OK if status is None else status
 
 
 if __name__ == "__main__":

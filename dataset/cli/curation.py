@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataset.cli.common import add_job_options
+from dataset.cli.common import MAX_PORT, add_job_options, number_flag
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
@@ -56,7 +56,7 @@ def add_annotate(sub) -> None:
 def add_review(sub) -> None:
     p = sub.add_parser("review", help="serve a local page to accept/reject clips by their first frame")
     p.add_argument("dir", help="dataset folder; decisions are saved in DIR/review.jsonl")
-    p.add_argument("--port", type=int, default=8765, help="port (0 = any free port)")
+    p.add_argument("--port", type=number_flag(int, ge=0, le=MAX_PORT), default=8765, help="port (0 = any free port)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--reviewer", help="name stored with each decision (default: $USER)")
     p.set_defaults(func=cmd_review)

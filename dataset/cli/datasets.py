@@ -5,19 +5,64 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from dataset.cli.common import CliError, add_job_options
+from dataset.cli.common import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError, add_job_options
+
+BUILD_EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}  every planned clip is committed and no scene failed (also a rerun of a finished build)
+  {EXIT_PARTIAL}  partial: some clips are committed, other clips or scenes failed (see OUT/failures.parquet)
+  {EXIT_USAGE}  error: bad input (flags, job spec, output folder, cluster address), or the build had to stop
+     (disk full, workers cannot start); one line on stderr says what to do
+  {EXIT_NOTHING_DONE}  nothing was built: no clip is committed (every clip or every scene failed)"""
+"""The ``build`` help epilog; the README's CLI section has the same table."""
 
 
-def cmd_build(args: argparse.Namespace) -> None:
+def cmd_build(args: argparse.Namespace) -> int:
     from dataset.core.jobspec import load_job_spec
     from dataset.jobs.build import run_build
 
     spec = load_job_spec(args.config)
-    counts = run_build(spec, args.out, ray_address=args.ray_address, workers=args.workers, overwrite=args.overwrite)
+    counts = run_build(spec, args.out, ray_address=args.ray_address, workers=args.workers, overwrite=args.overwrite,
+                       checksums=args.checksums)
     print(f"built {args.out}: {counts['clips_committed']} clips committed ({counts['accepted']} accepted, "
-          f"{counts['rejected']} rejected) in {counts['shards']} shards, {counts['clips_failed']} failed "
-          f"(see failures.parquet), {counts['seconds']} s", file=sys.stderr)
+          f"{counts['rejected']} rejected) in {counts['shards']} shards, {counts['clips_failed']} clips and "
+          f"{counts['scenes_failed']} scenes failed (see failures.parquet), {counts['quarantined']} damaged shards "
+          f"quarantined, {counts['seconds']} s", file=sys.stderr)
+    return build_status(counts, Path(args.out))
+
+
+def build_status(counts: dict, out: Path) -> int:
+    """The exit status of a finished build (see ``BUILD_EXIT_STATUSES``); prints a one-line summary of what
+    failed on stderr unless everything was built."""
+    committed, planned = counts["clips_committed"], counts["clips_planned"]
+    if committed and committed == planned and not counts["clips_failed"] and not counts["scenes_failed"]:
+        return EXIT_OK
+    scenes, clips, first = _failures(out)
+    failed = f"{clips} clips and {scenes} of {counts['scenes']} scenes failed"
+    first = f" (first: {first})" if first else ""
+    if not committed:
+        what = failed if scenes or clips else "no scene yielded a clip"
+        print(f"matrix-pano build: nothing was built: {what}{first}; see {out / 'failures.parquet'}",
+              file=sys.stderr)
+        return EXIT_NOTHING_DONE
+    print(f"matrix-pano build: partial: {committed} of {planned} planned clips committed, {failed}{first}; "
+          f"see {out / 'failures.parquet'}", file=sys.stderr)
+    return EXIT_PARTIAL
+
+
+def _failures(out: Path) -> tuple[int, int, str]:
+    """Failed scenes, failed clips and the first failure (``where: error``, one line) of ``failures.parquet``."""
+    from dataset.runtime.failures import read_failures
+
+    rows = read_failures(out)
+    if not rows:
+        return 0, 0, ""
+    scenes = sum(r["clip_id"] is None for r in rows)
+    r = rows[0]
+    where = f"scene {r['scene']}" if r["clip_id"] is None else f"clip {r['clip_id']} of {r['scene']}"
+    error = " ".join(str(r["error"]).split())
+    return scenes, len(rows) - scenes, f"{where}: {error[:300]}"
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
@@ -43,10 +88,14 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def add_build(sub) -> None:
-    p = sub.add_parser("build", help="build a dataset of panoramic clips from a job spec (resumable)")
+    p = sub.add_parser("build", help="build a dataset of panoramic clips from a job spec (resumable)",
+                       epilog=BUILD_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="job spec YAML (scenes, trajectories_per_scene, frames_per_clip, ...)")
     p.add_argument("--out", required=True, help="dataset folder: shards/, manifest.json, failures.parquet")
     add_job_options(p, "render workers (default: one per CPU of the cluster)")
+    p.add_argument("--checksums", action="store_true",
+                   help="on resume, check every committed shard's SHA-256, not only its size (reads them all); "
+                        "damaged shards are moved to OUT/quarantine/ and their clips rendered again")
     p.set_defaults(func=cmd_build)
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from dataset.cli.common import CliError, field_default
-from dataset.core.jobspec import JobSpec
+from dataset.cli.common import CliError, field_default, number_flag, spec_flag
+from dataset.core.jobspec import JobSpec, LimitsSpec
 from inference.guidance import DEFAULT_THRESHOLD
 
 
@@ -39,13 +39,15 @@ def add_guidance(sub) -> None:
                    help="use a dataset clip's first frame, depth and (without --trajectory) its poses")
     p.add_argument("--trajectory", help="JSON file (ours or Matrix-3D cameras) or a preset: straight, s_curve, "
                                         "l_curve, r_curve")
-    p.add_argument("--frames", type=int, default=field_default(JobSpec, "frames_per_clip"),
-                   help="frames of a preset trajectory")
-    p.add_argument("--movement", type=float, default=0.5, help="preset path length as a fraction of the depth ahead")
-    p.add_argument("--safety", type=float, default=0.0,
-                   help="shrink the path so the camera stays within this fraction of the depth (0 = off)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="relative depth variation of invisible edges")
-    p.add_argument("--fps", type=float, default=field_default(JobSpec, "fps"), help="frame rate of the videos")
+    p.add_argument("--frames", default=field_default(JobSpec, "frames_per_clip"), help="frames of a preset trajectory",
+                   type=spec_flag(JobSpec, "frames_per_clip", le=field_default(LimitsSpec, "max_frames_per_clip")))
+    p.add_argument("--movement", type=number_flag(float, ge=0, le=1), default=0.5,
+                   help="preset path length as a fraction of the depth ahead (0 to 1)")
+    p.add_argument("--safety", type=number_flag(float, ge=0, le=1), default=0.0,
+                   help="shrink the path so the camera stays within this fraction of the depth (0 = off, up to 1)")
+    p.add_argument("--threshold", type=number_flag(float, gt=0, le=10), default=DEFAULT_THRESHOLD,
+                   help="relative depth variation of invisible edges (above 0, up to 10)")
+    p.add_argument("--fps", type=spec_flag(JobSpec, "fps"), default=field_default(JobSpec, "fps"),
+                   help="frame rate of the videos")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_guidance)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.cli.common import CliError, field_choices, field_default, field_int_range
-from dataset.core.jobspec import EmbeddedRendererSpec, JobSpec, SamplingSpec, parse_spec
+from dataset.cli.common import CliError, field_choices, field_default, field_int_range, number_flag, spec_flag
+from dataset.core.jobspec import EmbeddedRendererSpec, JobSpec, LimitsSpec, SamplingSpec, parse_spec
 from dataset.core.scene import default_pose
 
 WIDTH = field_default(JobSpec, "resolution")[0]
 """Default panorama width of ``render`` and ``demo``: the job spec's."""
+
+WIDTH_FLAG = number_flag(int, ge=2, le=field_default(LimitsSpec, "max_width"))
+"""``--width`` of ``render`` and ``demo``: at most the job spec's default ``limits.max_width``."""
 
 
 def _parse_c2w(text: str) -> np.ndarray:
@@ -77,8 +80,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from sampling.plot import plot_sampling
     from sampling.sampler import SamplingConfig, sample_trajectories
 
-    if args.count < 1:
-        raise CliError("--count must be at least 1")
     config = SamplingConfig(path=PathConfig(frames=args.frames, step=args.step, fps=args.fps, heading=args.heading))
     scene = load_scene(args.scene)
     print(scene.summary(), file=sys.stderr)
@@ -141,7 +142,8 @@ def add_render(sub) -> None:
     p.add_argument("scene", help="scene string: procedural:indoor:SEED, openarena:MAP, or a mesh file path")
     p.add_argument("--c2w", help="camera-to-world pose as 16 numbers, row-major (default: first spawn point)")
     p.add_argument("--trajectory", help="JSON file {\"c2w\": [[16 numbers], ...]}: render every pose")
-    p.add_argument("--width", type=int, default=WIDTH, help=f"panorama width; height is width / 2 (default {WIDTH})")
+    p.add_argument("--width", type=WIDTH_FLAG, default=WIDTH,
+                   help=f"panorama width; height is width / 2 (default {WIDTH})")
     supersample = field_int_range(EmbeddedRendererSpec, "supersample")  # checked by the spec model, listed here
     p.add_argument("--supersample", type=int, default=field_default(EmbeddedRendererSpec, "supersample"),
                    metavar="{" + ",".join(map(str, supersample)) + "}", help="colour samples per pixel side")
@@ -156,13 +158,18 @@ def add_sample(sub) -> None:
     heading = field_default(SamplingSpec, "heading")
     p = sub.add_parser("sample", help="sample collision-free camera trajectories on a scene's walkable floor")
     p.add_argument("scene", help="scene string: procedural:indoor:SEED, openarena:MAP, or a mesh file path")
-    p.add_argument("--count", type=int, default=count, help=f"trajectories wanted (default {count})")
-    p.add_argument("--frames", type=int, default=frames, help=f"poses per trajectory (default {frames})")
-    p.add_argument("--step", type=float, default=step, help=f"metres between frames (default {step:g})")
-    p.add_argument("--fps", type=float, default=fps, help=f"frame rate for turn-rate limits (default {fps:g})")
+    p.add_argument("--count", default=count, help=f"trajectories wanted (default {count})",
+                   type=spec_flag(JobSpec, "trajectories_per_scene",
+                                  le=field_default(LimitsSpec, "max_trajectories_per_scene")))
+    p.add_argument("--frames", default=frames, help=f"poses per trajectory (default {frames})",
+                   type=spec_flag(JobSpec, "frames_per_clip", le=field_default(LimitsSpec, "max_frames_per_clip")))
+    p.add_argument("--step", type=spec_flag(SamplingSpec, "step"), default=step,
+                   help=f"metres between frames (default {step:g})")
+    p.add_argument("--fps", type=spec_flag(JobSpec, "fps"), default=fps,
+                   help=f"frame rate for turn-rate limits (default {fps:g})")
     p.add_argument("--heading", default=heading, choices=field_choices(SamplingSpec, "heading"),
                    help=f"heading policy (default {heading})")
-    p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
+    p.add_argument("--seed", type=spec_flag(JobSpec, "seed"), default=seed, help=f"random seed (default {seed})")
     p.add_argument("--out", required=True, help="output directory: trajectories.json and plot.png")
     p.set_defaults(func=cmd_sample)
 
@@ -175,5 +182,5 @@ def add_scenes(sub) -> None:
 def add_demo(sub) -> None:
     p = sub.add_parser("demo", help="render panoramas of procedural scenes and an OpenArena level")
     p.add_argument("--out", default="demo", help="output directory (default ./demo)")
-    p.add_argument("--width", type=int, default=WIDTH, help=f"panorama width (default {WIDTH})")
+    p.add_argument("--width", type=WIDTH_FLAG, default=WIDTH, help=f"panorama width (default {WIDTH})")
     p.set_defaults(func=cmd_demo)

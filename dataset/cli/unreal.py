@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataset.cli.common import CliError, field_default
+from dataset.cli.common import MAX_PORT, CliError, field_default, number_flag, spec_flag
 from dataset.core.jobspec import JobSpec
 
 
@@ -40,7 +40,8 @@ def add_unreal(sub) -> None:
     unreal = p.add_subparsers(dest="unreal_command", required=True)
     q = unreal.add_parser("standin", help="serve a scene over the UnrealCV protocol (dry runs and tests, no Unreal)")
     q.add_argument("scene", help="scene string, as for render")
-    q.add_argument("--port", type=int, default=9000, help="UnrealCV port (default 9000; 0 = any free port)")
+    q.add_argument("--port", type=number_flag(int, ge=0, le=MAX_PORT), default=9000,
+                   help="UnrealCV port (default 9000; 0 = any free port)")
     q.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     q.set_defaults(func=cmd_unreal_standin)
     q = unreal.add_parser("ingest", help="add Movie Render Queue panorama frames (editor/mrq_panorama.py) as a clip")
@@ -48,7 +49,8 @@ def add_unreal(sub) -> None:
     q.add_argument("--trajectories", required=True, help="trajectories.json the sequence was made from")
     q.add_argument("--index", type=int, default=0, help="which trajectory of the file (default 0)")
     q.add_argument("--out", required=True, help="dataset folder to add the clip to")
-    q.add_argument("--fps", type=float, default=field_default(JobSpec, "fps"), help="frame rate of the sequence")
+    q.add_argument("--fps", type=spec_flag(JobSpec, "fps"), default=field_default(JobSpec, "fps"),
+                   help="frame rate of the sequence")
     q.add_argument("--color-pass", default="FinalImage", help="colour pass name in the file names")
     q.add_argument("--depth-pass", default="M_RangeDepth", help="range-depth material pass name")
     q.set_defaults(func=cmd_unreal_ingest)

@@ -10,6 +10,9 @@ Minimal example (every other key has a default)::
     renderer: {kind: embedded}
     output: {shard_size_mb: 256}
     seed: 0
+
+Every number is finite and bounded (``docs/jobspec.md`` lists the ranges); the job-size maximums of
+``limits`` can be raised where a machine has the memory and time for more.
 """
 
 from __future__ import annotations
@@ -36,12 +39,24 @@ from dataset.core.addresses import parse_host_port
 
 MAX_SUPERSAMPLE = 4
 """Most colour rays per pixel side of the embedded renderer."""
+MAX_UNREAL_WIDTH = 8192
+"""Widest equirect of the unreal renderer, whatever ``limits`` say: its cube faces (width / 4, at most 2048 px)
+bound the UnrealCV replies the client accepts (``ue_plugin.protocol.MAX_PAYLOAD``)."""
 
 
 class StrictModel(BaseModel):
-    """A spec section: unknown keys are errors, values are frozen."""
+    """A spec section: unknown keys are errors, values are frozen, numbers are finite (``.inf`` and ``.nan``
+    would turn into ``null`` in the JSON the workers are given, and they would fail to start)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class SpecKeyError(ValueError):
+    """A model validator's problem with one key of its section: ``parse_spec`` names that key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class EmbeddedRendererSpec(StrictModel):
@@ -66,17 +81,17 @@ class UnrealRendererSpec(StrictModel):
     """Packaged game executable to launch (launch mode), with ``map``."""
     map: str | None = None
     """Map the launched games open (launch mode)."""
-    instances_per_gpu: int = Field(1, ge=1)
+    instances_per_gpu: int = Field(1, ge=1, le=64)
     """Game instances per GPU of the cluster (launch mode); each is owned by one worker."""
-    instances: int | None = Field(None, ge=1)
+    instances: int | None = Field(None, ge=1, le=10_000)
     """Total instances instead (launch mode; for clusters without GPUs, or to use fewer)."""
-    startup_timeout_s: float = Field(300.0, gt=0)
-    """How long a launched game may take until UnrealCV answers."""
-    resources: dict[str, float] = {}
+    startup_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    """How long a launched game may take until UnrealCV answers (at most a day)."""
+    resources: dict[str, Annotated[float, Field(ge=0, le=1_000_000)]] = {}
     """Ray custom resources each render worker needs, e.g. ``{ue_slot: 1}`` with nodes started as
     ``ray start --resources='{"ue_slot": 4}'`` to place 4 game instances per node."""
-    timeout_s: float = Field(30.0, gt=0)
-    """Seconds an UnrealCV request may take before the instance counts as hung."""
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Seconds an UnrealCV request may take before the instance counts as hung (at most an hour)."""
 
     @model_validator(mode="after")
     def _endpoints(self) -> UnrealRendererSpec:
@@ -108,9 +123,9 @@ RENDERER_KINDS = ("embedded", "unreal")
 class OutputSpec(StrictModel):
     """How clips are stored."""
 
-    shard_size_mb: float = Field(256.0, gt=0)
-    """Shards are cut once they reach this size."""
-    rows_per_group: int = Field(4, ge=1)
+    shard_size_mb: float = Field(256.0, gt=0, le=16_384)
+    """Shards are cut once they reach this size (a worker holds its open shard in memory)."""
+    rows_per_group: int = Field(4, ge=1, le=1024)
     """Parquet row group size in clips (rows hold video: keep groups small)."""
     video_crf: int = Field(18, ge=0, le=51)
     """H.264 constant rate factor: 18 is visually lossless-ish (~39 dB); 12 for higher fidelity."""
@@ -121,37 +136,50 @@ class OutputSpec(StrictModel):
 class SamplingSpec(StrictModel):
     """Camera trajectories (see ``sampling``)."""
 
-    step: float = Field(0.1, gt=0)
+    step: float = Field(0.1, gt=0, le=10)
     """Metres walked per frame."""
-    eye_height: float = Field(1.6, gt=0)
+    eye_height: float = Field(1.6, gt=0, le=100)
     """Camera height above the floor, metres."""
     heading: Literal["travel", "fixed", "look_around"] = "travel"
     """Heading policy."""
-    camera_radius: float = Field(0.3, gt=0)
+    camera_radius: float = Field(0.3, gt=0, le=10)
     """Distance kept from walls and drops, metres."""
 
 
 class AnnotationSpec(StrictModel):
     """Thresholds of the model-free quality filters (``annotation.filters``); a clip failing any is rejected."""
 
-    near_limit_m: float = Field(0.25, ge=0)
+    near_limit_m: float = Field(0.25, ge=0, le=1000)
     """Hits nearer than this count as void (metres)."""
     max_void_fraction: float = Field(0.6, ge=0, le=1)
     """Largest mean fraction of no-hit or too-near pixels."""
-    min_mean_depth: float = Field(0.5, ge=0)
+    min_mean_depth: float = Field(0.5, ge=0, le=10_000)
     """Smallest mean hit depth (metres): lower means the camera hugs the geometry."""
-    min_detail: float = Field(20.0, ge=0)
+    min_detail: float = Field(20.0, ge=0, le=1_000_000)
     """Smallest Laplacian variance of the perspective crops: lower is blurred or flat."""
     max_dark_fraction: float = Field(0.5, ge=0, le=1)
     """Largest fraction of pixels with luma below 16."""
     max_saturated_fraction: float = Field(0.3, ge=0, le=1)
     """Largest fraction of pixels with luma above 250."""
-    min_path_length_m: float = Field(0.3, ge=0)
+    min_path_length_m: float = Field(0.3, ge=0, le=10_000)
     """A clip must travel this far (metres) or turn ``min_rotation_deg``."""
-    min_rotation_deg: float = Field(20.0, ge=0)
+    min_rotation_deg: float = Field(20.0, ge=0, le=3600)
     """A clip must turn this much (degrees) or travel ``min_path_length_m``."""
-    min_flow_px: float = Field(0.2, ge=0)
+    min_flow_px: float = Field(0.2, ge=0, le=256)
     """Smallest mean optical flow between frames (pixels of a 256-px-wide panorama)."""
+
+
+class LimitsSpec(StrictModel):
+    """Maximums of a build's size, checked on load so that a typo fails at once rather than hours later or
+    with an out-of-memory error on every clip; raise them where a machine has the memory and time. They
+    change no produced data, so ``JobSpec.config_hash`` leaves them out."""
+
+    max_width: int = Field(8192, ge=2, le=65_536)
+    """Widest ``resolution`` (height is half): an 8192 x 4096 float64 image plane is 0.25 GiB."""
+    max_frames_per_clip: int = Field(2000, ge=2, le=1_000_000)
+    """Most ``frames_per_clip``: a worker holds a clip's depth in memory (2 bytes a pixel per frame)."""
+    max_trajectories_per_scene: int = Field(10_000, ge=1, le=10_000_000)
+    """Most ``trajectories_per_scene``: the driver plans and tracks every clip."""
 
 
 class JobSpec(StrictModel):
@@ -160,13 +188,13 @@ class JobSpec(StrictModel):
     scenes: list[str] = Field(min_length=1)
     """Scene strings, as on every CLI."""
     trajectories_per_scene: int = Field(4, ge=1)
-    """Clips per scene."""
+    """Clips per scene (at most ``limits.max_trajectories_per_scene``)."""
     frames_per_clip: int = Field(49, ge=2)
-    """Frames per clip."""
-    fps: float = Field(12.0, gt=0)
+    """Frames per clip (at most ``limits.max_frames_per_clip``)."""
+    fps: float = Field(12.0, gt=0, le=1000)
     """Frame rate of the clips."""
     resolution: tuple[int, int] = (960, 480)
-    """Equirect width and height (width = 2 x height)."""
+    """Equirect width and height (width = 2 x height, width at most ``limits.max_width``)."""
     renderer: RendererSpec = EmbeddedRendererSpec()
     """Which renderer draws the clips and its options."""
     output: OutputSpec = OutputSpec()
@@ -175,10 +203,12 @@ class JobSpec(StrictModel):
     """Trajectory sampling options."""
     annotation: AnnotationSpec = AnnotationSpec()
     """Inline quality scores' thresholds."""
-    seed: int = Field(0, ge=0)
-    """Seed of every random choice (trajectories); ids depend on it."""
-    max_attempts: int = Field(2, ge=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    """Seed of every random choice (trajectories); ids depend on it. Below 2**63: stored as int64."""
+    max_attempts: int = Field(2, ge=1, le=100)
     """Tries per clip before it is recorded in failures.parquet."""
+    limits: LimitsSpec = LimitsSpec()
+    """Maximums of the job size (raise them for a machine that has the memory); not part of ``config_hash``."""
 
     @field_validator("resolution")
     @classmethod
@@ -192,15 +222,33 @@ class JobSpec(StrictModel):
     def _unique_scenes(self) -> JobSpec:
         dup = {s for s in self.scenes if self.scenes.count(s) > 1}
         if dup:
-            raise ValueError(f"scenes are listed twice: {sorted(dup)}")
+            raise SpecKeyError("scenes", f"listed twice: {sorted(dup)}")
+        return self
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> JobSpec:
+        for key, what, value, limit, need in (
+                ("resolution", "width ", self.resolution[0], "max_width", "the memory"),
+                ("frames_per_clip", "", self.frames_per_clip, "max_frames_per_clip", "the memory"),
+                ("trajectories_per_scene", "", self.trajectories_per_scene, "max_trajectories_per_scene",
+                 "the time and disk")):
+            most = getattr(self.limits, limit)
+            if value > most:
+                raise SpecKeyError(key, f"{what}{value} is above the maximum {most}; raise limits.{limit} if this "
+                                        f"machine has {need}")
+        if self.renderer.kind == "unreal" and self.resolution[0] > MAX_UNREAL_WIDTH:
+            raise SpecKeyError("resolution", f"width {self.resolution[0]} is above {MAX_UNREAL_WIDTH}, the widest the "
+                                             f"unreal renderer makes (its cube faces are width / 4, at most "
+                                             f"{MAX_UNREAL_WIDTH // 4} px)")
         return self
 
     def config_hash(self) -> str:
         """Hash of everything that changes the produced data.
 
         The renderer section is hashed in the layout of the single renderer model of version 0.1 (every
-        kind's options, the other kind's at their defaults), so existing datasets keep their clip ids."""
-        data = self.model_dump(mode="json")
+        kind's options, the other kind's at their defaults), so existing datasets keep their clip ids. The
+        ``limits`` section changes no data and is left out."""
+        data = self.model_dump(mode="json", exclude={"limits"})
         data["renderer"] = {**_renderer_option_defaults(), **data["renderer"]}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -234,6 +282,9 @@ class CaptionerSpec(StrictModel):
     """Answer length limit."""
     max_attempts: int = Field(2, ge=1)
     """Generations per clip before a malformed answer is recorded as such."""
+    timeout_s: float = Field(120.0, gt=0, le=86_400)
+    """Seconds of generation and parsing per clip and attempt (at most a day); a batch over its share is stopped
+    and its clips rejected."""
     min_vlm_detail: float = Field(2.0, ge=0, le=5)
     """Clips the model rates below this for detail quality (1-5) are rejected."""
     min_vlm_semantic: float = Field(2.0, ge=0, le=5)
@@ -289,8 +340,12 @@ def parse_spec(model: type[BaseModel], data: dict, where: str):
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"] if p not in RENDERER_KINDS) or "(top level)"  # tags: no keys
+            loc = [str(p) for p in err["loc"] if p not in RENDERER_KINDS]  # tags: no keys
             msg = err["msg"]
+            keyed = err.get("ctx", {}).get("error")
+            if isinstance(keyed, SpecKeyError):
+                loc, msg = [*loc, keyed.key], str(keyed)
+            key = ".".join(loc) or "(top level)"
             if err["type"] == "extra_forbidden":
                 parent = _model_at(model, err["loc"][:-1])
                 msg = f"unknown key; allowed keys: {', '.join(parent.model_fields)}" if parent else "unknown key"

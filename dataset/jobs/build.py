@@ -12,8 +12,10 @@ Roles:
 
 Exactly once: a clip counts as done only when the marker of the shard holding it exists (see
 ``store.shards``). When a worker dies, the driver re-reads the markers on disk and queues again every
-clip of that worker that no marker names. A rerun of the same spec over the same folder skips committed
-clips (and whole scenes whose plan shows them all committed) and does the rest.
+clip of that worker that no marker names. A rerun of the same spec over the same folder first moves
+damaged and duplicate shards into ``quarantine/`` (size checks; checksums too with ``checksums``), then
+skips committed clips (and whole scenes whose plan shows them all committed) and does the rest. The
+driver holds ``.lock`` in the folder, so a second build on it stops at once.
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ from dataset.runtime.failures import scene_failure, write_failures
 from dataset.runtime.pool import READY, ActorPool, Finished
 from dataset.runtime.progress import Progress
 from dataset.runtime.ray import init_ray
-from dataset.store.output import prepare_output
+from dataset.store.output import output_lock, prepare_output
 from dataset.store.rows import package_version
-from dataset.store.shards import committed_clip_ids, committed_shards, next_shard_number, remove_debris, write_atomic
+from dataset.store.shards import (
+    QUARANTINE,
+    committed_clip_ids,
+    committed_shards,
+    next_shard_number,
+    remove_debris,
+    repair_shards,
+    write_atomic,
+)
 
 CLIPS_PER_TASK = 1
 """Clips rendered per worker call: small, so progress and retries are fine-grained."""
@@ -67,27 +77,34 @@ def _plan_path(out: Path, source: str) -> Path:
 
 
 def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None, workers: int | None = None,
-              overwrite: bool = False, progress: bool = True) -> dict:
+              overwrite: bool = False, progress: bool = True, checksums: bool = False) -> dict:
     """Build (or resume) the dataset; returns the manifest's counts.
 
     A write failure (disk full, permissions) stops the build with a BuildError; shards committed
-    before it stay valid, and a rerun continues from them.
+    before it stay valid, and a rerun continues from them. ``checksums`` makes the resume check every
+    committed shard's SHA-256 (reads them all), not only its size.
     """
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be at least 1, got {workers}")
-    ray = init_ray(ray_address, workers)
     try:
-        return _run_build(ray, spec, out, workers, overwrite, progress)
+        with output_lock(out, "build", error=BuildError):
+            ray = init_ray(ray_address, workers)
+            return _run_build(ray, spec, out, workers, overwrite, progress, checksums)
     except OSError as exc:
         raise BuildError(f"cannot write to {out}: {exc.strerror or exc}; committed shards are intact: free space "
                          f"or fix permissions and rerun to continue") from None
 
 
-def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bool, progress: bool) -> dict:
+def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bool, progress: bool,
+               checksums: bool) -> dict:
     prepare_output(out, "build", settings=("config_hash", spec.config_hash()), overwrite=overwrite,
-                   outputs=("shards", "plans", "previews", "manifest.json", "failures.parquet"),
+                   outputs=("shards", "plans", "previews", QUARANTINE, "manifest.json", "failures.parquet"),
                    folders=("shards", "plans"), error=BuildError)
+    quarantined = repair_shards(out, checksums)
+    if quarantined and progress:
+        print(f"build: moved {len(quarantined)} damaged or duplicate shards into {out / QUARANTINE} (their clips "
+              f"are rendered again): {'; '.join(quarantined)}", file=sys.stderr)
     removed = remove_debris(out)
     driver = _Driver(ray, spec, out, workers or max(1, int(ray.cluster_resources().get("CPU", 1))), progress)
     try:
@@ -98,14 +115,18 @@ def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bo
     remove_debris(out)
     shards = committed_shards(out)
     counts = {"scenes": len(spec.scenes), "clips_planned": len(driver.states),
-              "clips_committed": len(driver.committed), "clips_failed": len(driver.failures), "shards": len(shards),
+              "clips_committed": len(driver.committed),
+              "clips_failed": sum(not k.startswith("scene:") for k in driver.failures),
+              "scenes_failed": sum(k.startswith("scene:") for k in driver.failures), "shards": len(shards),
               "accepted": sum(m.get("accepted", 0) for _, m in shards),
               "rejected": sum(m.get("rejected", 0) for _, m in shards),
               "worker_restarts": driver.restarts, "endpoint_failures": driver.endpoint_failures,
-              "debris_removed": len(removed),
+              "debris_removed": len(removed), "quarantined": len(quarantined),
               "seconds": round(time.time() - driver.start, 1)}
     manifest = {"spec": spec.model_dump(mode="json"), "config_hash": spec.config_hash(),
                 "versions": _versions(), "counts": counts, "notes": driver.scene_notes}
+    if quarantined:
+        manifest["quarantined"] = quarantined
     if spec.renderer.kind == "unreal":
         manifest["depth_precision"] = ("UnrealCV depth passes through a float16 planar render target: about 0.05 % "
                                        "relative precision (8 cm steps at 100 m), nothing beyond about 600 m")
@@ -137,9 +158,9 @@ class _Driver:
         self.last_error = ""
         self.start = time.time()
         for source in spec.scenes:
-            plan_file = _plan_path(out, source)
-            if plan_file.exists():
-                self._enqueue(ScenePlan.from_json(json.loads(plan_file.read_text())))
+            plan = _read_plan(_plan_path(out, source), source)
+            if plan is not None:
+                self._enqueue(plan)
             else:
                 self.queue.append(PlanTask(source))
         r = spec.renderer
@@ -318,6 +339,22 @@ class _Driver:
                 todo.append(clip.clip_id)
         for i in range(0, len(todo), CLIPS_PER_TASK):
             self.queue.append(RenderTask(plan.scene, plan.scene_id, tuple(todo[i : i + CLIPS_PER_TASK])))
+
+
+def _read_plan(path: Path, source: str) -> ScenePlan | None:
+    """The saved plan of scene ``source``; None when it has none or it is damaged (plans are deterministic:
+    the scene is planned again)."""
+    try:
+        plan = ScenePlan.from_json(json.loads(path.read_text()))
+        if plan.scene != source:
+            raise ValueError(f"it names scene {plan.scene!r}")
+        return plan
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        print(f"build: plan {path.name} is damaged ({type(exc).__name__}: {exc}); planning the scene again",
+              file=sys.stderr)
+        return None
 
 
 def _versions() -> dict:

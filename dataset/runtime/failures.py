@@ -24,13 +24,16 @@ def scene_failure(source: str, error: str) -> dict:
     return {"clip_id": None, "scene": source, "scene_id": None, "trajectory_id": None, "attempts": 1, "error": error}
 
 
+def read_failures(out: str | Path) -> list[dict]:
+    """The rows of ``out/failures.parquet`` (none when it does not exist)."""
+    path = Path(out) / "failures.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
 def write_failures(out: str | Path, failures: dict[str, dict]) -> None:
     """Merge this run's failures with earlier ones whose clips are still not committed; write atomically."""
     path = Path(out) / "failures.parquet"
-    rows = {}
-    if path.exists():
-        for r in pq.read_table(path).to_pylist():
-            rows[failure_key(r)] = r
+    rows = {failure_key(r): r for r in read_failures(out)}
     rows.update(failures)
     done = committed_clip_ids(out)
     rows = [r for r in rows.values() if r["clip_id"] not in done]

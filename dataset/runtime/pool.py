@@ -2,7 +2,9 @@
 
 An actor is only given work once it has answered ``ready()``: one the cluster has no room for stays
 pending and is simply not used. ``wait`` hands back one finished call at a time, with its outcome
-classified, so a job's driver decides what a dead actor or a failed task means for its work.
+classified, so a job's driver decides what a dead actor or a failed task means for its work. Actors
+that keep failing in their constructor (a bad spec, a missing dependency) stop the pool with
+``WorkerStartError`` naming the cause, instead of being replaced forever.
 """
 
 from __future__ import annotations
@@ -10,8 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dataset.core.jobspec import JobError
+
 READY = "ready"
 """The task of the readiness probe every new actor is sent."""
+
+MAX_START_FAILURES = 3
+"""Constructor failures in a row (no actor became ready in between) after which the pool gives up."""
+
+
+class WorkerStartError(JobError):
+    """Workers keep failing as they start; the message carries the cause."""
 
 
 @dataclass
@@ -40,6 +51,8 @@ class ActorPool:
         self.ready: set = set()
         self.busy: dict = {}
         """object ref -> (actor, task)."""
+        self.start_failures = 0
+        """Actors that died in their constructor since one last became ready."""
 
     def add(self, key: Any = None):
         """Start one actor (with ``key`` as its last argument) and probe it for readiness."""
@@ -77,11 +90,18 @@ class ActorPool:
             value = self.ray.get(done[0])
         except (exceptions.RayActorError, exceptions.WorkerCrashedError) as exc:
             self.ready.discard(actor)
+            message = str(exc)
+            if "creation task" in message:  # its constructor raised: the same would happen to a replacement
+                self.start_failures += 1
+                if self.start_failures >= MAX_START_FAILURES:
+                    cause = message.strip().splitlines()[-1]
+                    raise WorkerStartError(f"{self.start_failures} workers failed as they started: {cause}") from None
             return Finished(actor, task, died=exc)
         except exceptions.RayTaskError as exc:
             return Finished(actor, task, error=exc.cause if exc.cause is not None else exc)
         if task == READY:
             self.ready.add(actor)
+            self.start_failures = 0
         return Finished(actor, task, value)
 
     def remove(self, actor) -> Any:

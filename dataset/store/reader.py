@@ -1,5 +1,5 @@
 """Reading a built dataset: committed shards only, clips with decoded frames, depth and poses, and
-``verify`` (every committed shard checked against the schema and its own marker).
+``verify`` (every committed shard checked against its marker's size and checksum, the schema and its rows).
 
 One-liners for other tools (committed shards are ``shards/part-*.parquet`` with a ``.json`` beside them;
 a finished build leaves no other ``part-*.parquet`` files)::
@@ -12,6 +12,7 @@ a finished build leaves no other ``part-*.parquet`` files)::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from dataset.core.codecs import decode_depth, decode_mp4
 from dataset.core.conventions import rows_to_poses
-from dataset.store.shards import SCHEMA, committed_shards
+from dataset.store.shards import SCHEMA, scan_shards
 
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name not in ("rgb_mp4", "depth")]
 """Every column except the video and depth payloads."""
@@ -59,7 +60,12 @@ class PanoDataset:
         self.path = Path(path)
         if not (self.path / "shards").is_dir():
             raise FileNotFoundError(f"{self.path} is not a Matrix-Pano dataset (no shards/ folder)")
-        self.shards = [p for p, _ in committed_shards(self.path)]
+        scan = scan_shards(self.path)
+        if scan.damaged:
+            name, problem = scan.damaged[0]
+            warnings.warn(f"{self.path}: {len(scan.damaged)} damaged shards are skipped ({name}: {problem}); rerun "
+                          f"the build on this folder to repair them, `matrix-pano verify` lists them", stacklevel=2)
+        self.shards = [p for p, _ in scan.committed]
 
     def table(self, columns: list[str] | None = None, status: str | None = None,
               scene: str | None = None) -> pa.Table:
@@ -94,34 +100,42 @@ def filter_rows(table: pa.Table, status: str | None, scene: str | None) -> pa.Ta
 
 
 def verify_dataset(path: str | Path, decode: bool = True) -> list[str]:
-    """Problems found in the committed shards (empty list = all good)."""
+    """Problems found in the shards (empty list = all good), each naming its shard.
+
+    Every marker is checked (shape, own checksum, the shard's size and SHA-256), every intact shard is read
+    (schema, row count, clip ids against its marker, poses, statuses, and with ``decode`` its video and
+    depth), and clips held by two shards are reported. Files without a marker are not committed and not
+    checked (debris of an interrupted writer; the next build removes them). A shard that fails to read is
+    one problem, never an exception."""
     path = Path(path)
-    problems: list[str] = []
-    shards = committed_shards(path)
-    if not shards:
+    scan = scan_shards(path, checksums=True)
+    problems = [f"{name}: {problem}" for name, problem in scan.damaged]
+    if not scan.committed and not problems:
         return [f"{path}: no committed shards (shards/part-*.parquet with a .json marker)"]
-    seen: dict[str, str] = {}
-    for parquet, marker in shards:
-        where = parquet.name
+    for parquet, marker in scan.committed:
         try:
-            f = pq.ParquetFile(parquet)
-        except Exception as exc:  # a corrupt file must be reported, not crash the check
-            problems.append(f"{where}: unreadable parquet ({exc})")
-            continue
-        if not f.schema_arrow.equals(SCHEMA):
-            problems.append(f"{where}: schema differs from the dataset schema")
-            continue
-        ids = f.read(columns=["clip_id"]).column("clip_id").to_pylist()
-        if ids != marker.get("clip_ids"):
-            problems.append(f"{where}: rows do not match its marker's clip ids")
-        for cid in ids:
-            if cid in seen:
-                problems.append(f"{where}: clip {cid} duplicated (also in {seen[cid]})")
-            seen[cid] = where
-        for g in range(f.num_row_groups):
-            for row in f.read_row_group(g).to_pylist():
-                problems += _check_row(row, where, decode)
+            problems += _check_shard(parquet, marker, decode)
+        except Exception as exc:  # any decode error of a damaged file is that shard's problem
+            problems.append(f"{parquet.name}: unreadable parquet ({type(exc).__name__}: {exc})")
     return problems
+
+
+def _check_shard(parquet: Path, marker: dict, decode: bool) -> list[str]:
+    where = parquet.name
+    f = pq.ParquetFile(parquet)
+    if not f.schema_arrow.equals(SCHEMA):
+        return [f"{where}: schema differs from the dataset schema"]
+    out = []
+    ids = f.read(columns=["clip_id"]).column("clip_id").to_pylist()
+    if ids != marker["clip_ids"]:
+        out.append(f"{where}: rows do not match its marker's clip ids")
+    statuses = f.read(columns=["status"]).column("status").to_pylist()
+    if (statuses.count("accepted"), statuses.count("rejected")) != (marker["accepted"], marker["rejected"]):
+        out.append(f"{where}: accepted/rejected counts differ from its marker's")
+    for g in range(f.num_row_groups):
+        for row in f.read_row_group(g).to_pylist():
+            out += _check_row(row, where, decode)
+    return out
 
 
 def _check_row(row: dict, where: str, decode: bool) -> list[str]:

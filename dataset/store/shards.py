@@ -1,18 +1,23 @@
 """Parquet shards of clips: the schema, an atomic shard writer and the committed-shard index.
 
 Commit protocol (exactly-once with retries): a writer streams rows into ``shards/.tmp-*.parquet``;
-``commit`` closes and fsyncs it, renames it to ``shards/part-NNNNN.parquet``, fsyncs the folder, then
-writes ``part-NNNNN.json`` (the shard's stats and clip ids) the same way. The marker is the commit
-point: readers, ``verify`` and resumed builds only see shards that have one, and anything else in
-``shards/`` is debris of an interrupted writer.
+``commit`` closes and fsyncs it, hashes it, renames it to ``shards/part-NNNNN.parquet``, fsyncs the
+folder, then writes ``part-NNNNN.json`` the same way. The marker is the commit point: it records the
+shard's clip ids, stats, size in bytes and SHA-256, and a SHA-256 of its own content. Readers, ``verify``
+and resumed builds only see shards whose marker is intact and whose size matches it (``scan_shards``;
+the checksum too when asked); a parquet file without a marker is debris of an interrupted writer.
+A damaged or duplicate shard is moved aside into ``quarantine/``, never deleted (``repair_shards``), so
+that the next build renders its clips again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,6 +44,9 @@ SCHEMA = pa.schema([
 
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 
+QUARANTINE = "quarantine"
+"""Folder (beside ``shards/``) that damaged and duplicate shards are moved into."""
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -59,25 +67,47 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _publish(tmp: Path, shard_dir: Path, number: int, rows: list[dict], extra: dict | None) -> dict:
-    """Rename a complete, fsynced temporary shard to ``part-{number:05d}.parquet`` and write its marker."""
-    name = f"part-{number:05d}"
-    final = shard_dir / f"{name}.parquet"
-    if final.exists():
-        raise FileExistsError(f"{final} already exists: shard numbers must be unique")
-    os.replace(tmp, final)
-    _fsync_dir(shard_dir)
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _marker_digest(marker: dict) -> str:
+    """SHA-256 of a marker's content without its own digest (canonical JSON)."""
+    body = {k: v for k, v in marker.items() if k != "marker_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def build_marker(parquet: Path, rows: list[dict], name: str | None = None) -> dict:
+    """The commit marker of shard file ``parquet`` (to be published as ``name``, default its own name) holding
+    ``rows`` (clip_id, scene_id, status, num_frames each): ids, stats, the file's size and SHA-256, and the
+    marker's own SHA-256."""
     statuses = [r["status"] for r in rows]
-    marker = {"shard": final.name, "rows": len(rows), "bytes": final.stat().st_size,
-              "clip_ids": [r["clip_id"] for r in rows], "scenes": sorted({r["scene_id"] for r in rows}),
-              "frames": sum(r["num_frames"] for r in rows),
-              "accepted": statuses.count("accepted"), "rejected": statuses.count("rejected"), **(extra or {})}
-    write_atomic(shard_dir / f"{name}.json", json.dumps(marker, indent=1).encode())
+    marker = {"shard": name or parquet.name, "rows": len(rows), "bytes": parquet.stat().st_size,
+              "sha256": file_sha256(parquet), "clip_ids": [r["clip_id"] for r in rows],
+              "scenes": sorted({r["scene_id"] for r in rows}), "frames": sum(r["num_frames"] for r in rows),
+              "accepted": statuses.count("accepted"), "rejected": statuses.count("rejected")}
+    marker["marker_sha256"] = _marker_digest(marker)
     return marker
 
 
-def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4,
-                 extra: dict | None = None) -> dict:
+def _publish(tmp: Path, shard_dir: Path, number: int, rows: list[dict]) -> dict:
+    """Rename a complete, fsynced temporary shard to ``part-{number:05d}.parquet`` and write its marker."""
+    final = shard_dir / f"part-{number:05d}.parquet"
+    if final.exists():
+        raise FileExistsError(f"{final} already exists: shard numbers must be unique")
+    marker = build_marker(tmp, rows, final.name)
+    os.replace(tmp, final)
+    _fsync_dir(shard_dir)
+    write_atomic(final.with_suffix(".json"), json.dumps(marker, indent=1).encode())
+    return marker
+
+
+def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4) -> dict:
     """Write a whole table as committed shard ``number`` (temporary file, fsync, rename, marker)."""
     if not table.schema.equals(SCHEMA):
         raise ValueError("table does not have the dataset schema")
@@ -89,7 +119,7 @@ def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: 
         f.flush()
         os.fsync(f.fileno())
     rows = table.select(["clip_id", "scene_id", "status", "num_frames"]).to_pylist()
-    return _publish(tmp, shard_dir, number, rows, extra)
+    return _publish(tmp, shard_dir, number, rows)
 
 
 class ShardWriter:
@@ -129,14 +159,14 @@ class ShardWriter:
             self._writer.write_table(pa.Table.from_pylist(self._pending, schema=SCHEMA))
             self._pending = []
 
-    def commit(self, number: int, extra: dict | None = None) -> dict:
+    def commit(self, number: int) -> dict:
         """Close, fsync and publish the shard as ``part-{number:05d}``; returns its marker."""
         self._flush()
         self._writer.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        return _publish(self.tmp, self.shard_dir, number, self.rows, extra)
+        return _publish(self.tmp, self.shard_dir, number, self.rows)
 
     def abort(self) -> None:
         """Drop the unpublished shard."""
@@ -165,32 +195,126 @@ def is_inside(folder: str | Path, other: str | Path) -> bool:
     return other == folder or folder in other.parents
 
 
-def committed_shards(out_dir: str | Path) -> list[tuple[Path, dict]]:
-    """(parquet path, marker) of every committed shard (marker present and its parquet beside it), sorted."""
+def marker_problem(parquet: Path, marker: object) -> str | None:
+    """Why ``marker`` is not an intact commit record of ``parquet`` (cheap: the shard is not read); None if it is.
+
+    Markers written before checksums existed (no ``sha256``, no ``marker_sha256``) are checked for shape
+    and size only."""
+    if not isinstance(marker, dict):
+        return "marker is not a JSON object"
+    ids = marker.get("clip_ids")
+    if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+        return "marker has no list of clip ids"
+    for key in ("rows", "bytes", "accepted", "rejected"):
+        if not isinstance(marker.get(key), int) or isinstance(marker.get(key), bool) or marker[key] < 0:
+            return f"marker field {key!r} is missing or not a count"
+    if marker["rows"] != len(ids) or marker.get("shard") != parquet.name:
+        return "marker does not describe this shard (name or row count differs)"
+    if "sha256" in marker or "marker_sha256" in marker:
+        if marker.get("marker_sha256") != _marker_digest(marker) or not isinstance(marker.get("sha256"), str):
+            return "marker content does not match its own checksum"
+    if not parquet.exists():
+        return "marker without its parquet file"
+    size = parquet.stat().st_size
+    if size != marker["bytes"]:
+        return f"size {size} bytes differs from the marker's {marker['bytes']} (truncated or overwritten)"
+    return None
+
+
+@dataclass
+class ShardScan:
+    """What ``shards/`` holds: intact committed shards and damaged ones (with the reason)."""
+
+    committed: list[tuple[Path, dict]] = field(default_factory=list)
+    """(parquet path, marker) of every intact committed shard, by number; a clip is in at most one."""
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    """(shard file name, problem): bad or orphaned markers, size or checksum mismatches, duplicates."""
+
+
+def scan_shards(out_dir: str | Path, checksums: bool = False) -> ShardScan:
+    """Check every marker of ``out_dir/shards`` (and each shard's SHA-256 when ``checksums``).
+
+    A shard holding a clip that an earlier intact shard holds too is reported as a duplicate."""
     shard_dir = Path(out_dir) / "shards"
-    out = []
+    scan = ShardScan()
+    owner: dict[str, str] = {}
     for marker_path in sorted(shard_dir.glob("part-*.json")):
         parquet = marker_path.with_suffix(".parquet")
-        if not SHARD_RE.match(parquet.name) or not parquet.exists():
+        if not SHARD_RE.match(parquet.name):
             continue
+        name = parquet.name
         try:
             marker = json.loads(marker_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            scan.damaged.append((name, f"marker unreadable ({type(exc).__name__})"))
             continue
-        out.append((parquet, marker))
-    return out
+        problem = marker_problem(parquet, marker)
+        if problem is None and checksums and "sha256" in marker and file_sha256(parquet) != marker["sha256"]:
+            problem = "content differs from the marker's SHA-256 (corrupted bytes)"
+        if problem is None:
+            dup = next((c for c in marker["clip_ids"] if c in owner), None)
+            if dup is not None:
+                problem = f"clip {dup} duplicated (also in {owner[dup]})"
+        if problem is not None:
+            scan.damaged.append((name, problem))
+            continue
+        owner.update(dict.fromkeys(marker["clip_ids"], name))
+        scan.committed.append((parquet, marker))
+    return scan
+
+
+class ShardDamagedError(ValueError):
+    """A committed shard's bytes do not match its marker (names the shard and how to repair it)."""
+
+
+def read_committed_table(parquet: Path, marker: dict, columns: list[str] | None = None) -> pa.Table:
+    """A committed shard's rows, its bytes checked against the marker's SHA-256 as they are read (one read)."""
+    data = parquet.read_bytes()
+    if "sha256" in marker and hashlib.sha256(data).hexdigest() != marker["sha256"]:
+        raise ShardDamagedError(f"{parquet}: content differs from its marker's SHA-256 (corrupted bytes): rerun the "
+                                f"build on {parquet.parent.parent} to repair it")
+    return pq.read_table(pa.BufferReader(data), columns=columns)
+
+
+def committed_shards(out_dir: str | Path) -> list[tuple[Path, dict]]:
+    """(parquet path, marker) of every intact committed shard (cheap check, see ``scan_shards``), sorted."""
+    return scan_shards(out_dir).committed
 
 
 def committed_clip_ids(out_dir: str | Path) -> set[str]:
-    """Ids of every clip in a committed shard."""
+    """Ids of every clip in an intact committed shard."""
     return {cid for _, marker in committed_shards(out_dir) for cid in marker["clip_ids"]}
 
 
 def next_shard_number(out_dir: str | Path) -> int:
-    """One more than the highest shard number on disk (committed or not)."""
-    numbers = [int(m.group(1)) for p in (Path(out_dir) / "shards").glob("part-*.parquet")
-               if (m := SHARD_RE.match(p.name))]
+    """One more than the highest shard number in ``shards/`` or ``quarantine/`` (committed or not)."""
+    out = Path(out_dir)
+    numbers = [int(m.group(1)) for folder in ("shards", QUARANTINE) for p in (out / folder).glob("part-*")
+               if (m := re.match(r"^part-(\d{5,})\.", p.name))]
     return max(numbers, default=-1) + 1
+
+
+def repair_shards(out_dir: str | Path, checksums: bool = False) -> list[str]:
+    """Move every damaged or duplicate shard (parquet and marker) into ``quarantine/``; returns one line per
+    shard moved (its name and problem).
+
+    Nothing is deleted: a name already in quarantine gets a ``.N`` suffix. The clips of a moved shard are
+    no longer committed, so a resumed build renders them again."""
+    out = Path(out_dir)
+    moved = []
+    for name, problem in scan_shards(out, checksums).damaged:
+        (out / QUARANTINE).mkdir(exist_ok=True)
+        parquet = out / "shards" / name
+        for path in (parquet, parquet.with_suffix(".json")):
+            if path.exists():
+                target, n = out / QUARANTINE / path.name, 0
+                while target.exists():
+                    n += 1
+                    target = out / QUARANTINE / f"{path.name}.{n}"
+                os.replace(path, target)
+        _fsync_dir(out / "shards")
+        moved.append(f"{name} ({problem})")
+    return moved
 
 
 def remove_debris(out_dir: str | Path) -> list[str]:

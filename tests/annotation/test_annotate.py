@@ -24,15 +24,7 @@ def mixed(small_dataset, tmp_path_factory):
     as if built with lenient thresholds, so annotate has to find them)."""
     out = tmp_path_factory.mktemp("mixed") / "ds"
     shutil.copytree(small_dataset, out)
-    bad = add_bad_shard(out)
-    path = committed_shards(out)[-1][0]
-    table = pq.read_table(path)
-    import pyarrow as pa
-
-    table = table.set_column(table.column_names.index("status"), "status",
-                             pa.array(["accepted"] * table.num_rows, pa.string()))
-    pq.write_table(table, path, row_group_size=1, compression="none")
-    return out, bad
+    return out, add_bad_shard(out, status="accepted")
 
 
 def _digests(folder):
@@ -106,3 +98,42 @@ def test_annotate_with_a_captioning_model_on_ray_actors(small_dataset, tmp_path,
             assert any(r.startswith("captioner: no valid answer") for r in row["reject_reasons"])
         else:
             assert all(1 <= v <= 5 for v in vlm)
+
+
+@pytest.mark.slow
+def test_annotate_records_clips_over_the_captioner_time_limit_and_finishes(small_dataset, tmp_path, local_ray):
+    pytest.importorskip("torchvision", reason="VideoLLaMA3's video processor needs torchvision")
+    from tiny_videollama3 import save_tiny_videollama3
+
+    model = save_tiny_videollama3(tmp_path / "tiny")
+    spec = parse_spec(AnnotateSpec, {"captioner": {"model": str(model), "device": "cpu", "num_frames": 4,
+                                                   "frame_size": 112, "max_new_tokens": 64, "timeout_s": 1e-3}},
+                      "test")
+    out = tmp_path / "captioned"
+    counts = run_annotate(small_dataset, out, spec, workers=2, progress=False)
+    assert counts["clips"] == 4 and counts["rejected"] == 4 and verify_dataset(out) == []
+    for clip in PanoDataset(out).clips():
+        row = clip.row
+        assert row["caption"] is None and row["status"] == "rejected"
+        assert any(r.startswith("captioner: timed out: ") and "over captioner.timeout_s = 0.001 s per clip" in r
+                   for r in row["reject_reasons"]), row["reject_reasons"]
+
+
+def test_annotate_redoes_a_damaged_output_shard_and_names_a_corrupt_input(small_dataset, tmp_path, local_ray):
+    out = tmp_path / "annotated"
+    spec = AnnotateSpec(rescore=False)
+    run_annotate(small_dataset, out, spec, workers=2, progress=False)
+    (p0, _), *_ = committed_shards(out)
+    p0.write_bytes(p0.read_bytes()[:500])  # an output shard truncated after its commit
+    counts = run_annotate(small_dataset, out, spec, workers=2, progress=False)
+    assert counts["quarantined"] == 1 and counts["clips"] == 4 and verify_dataset(out) == []
+    assert (out / "quarantine" / p0.name).stat().st_size == 500
+    src = tmp_path / "src"
+    shutil.copytree(small_dataset, src)
+    (_, _), (p1, _), *_ = committed_shards(src)
+    data = bytearray(p1.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum read with the shard sees it
+    p1.write_bytes(bytes(data))
+    with pytest.raises(AnnotateError, match=f"{p1.name}: content differs from its marker's SHA-256"):
+        run_annotate(src, tmp_path / "other", spec, workers=2, progress=False)
+    assert len(committed_shards(tmp_path / "other")) == 3, "the intact shards are committed"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 SMALL_BUILD = {"scenes": ["procedural:indoor:1", "procedural:room:6x8x3"], "trajectories_per_scene": 2,
-               "frames_per_clip": 6, "resolution": [128, 64], "output": {"shard_size_mb": 0.05, "rows_per_group": 1}}
-"""Four small clips in a few seconds; shards cut small so there are several."""
+               "frames_per_clip": 6, "resolution": [128, 64], "output": {"shard_size_mb": 0.001, "rows_per_group": 1}}
+"""Four small clips in a few seconds; shards cut so small that each clip has its own (four shards)."""
 
 
 class BlackFrames:
@@ -53,9 +53,10 @@ def bad_clips(scene, renderer, good_c2w: np.ndarray) -> dict[str, tuple]:
             "inside a wall": (renderer, wall)}
 
 
-def add_bad_shard(out) -> list[str]:
+def add_bad_shard(out, status: str | None = None) -> list[str]:
     """Render the three bad clips of ``bad_clips`` in the first scene of a built dataset with its own spec and
-    commit them as one more shard; returns their clip ids."""
+    commit them as one more shard (with ``status`` instead of their inline verdicts, when given); returns their
+    clip ids."""
     import json
     from pathlib import Path
 
@@ -74,7 +75,8 @@ def add_bad_shard(out) -> list[str]:
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as renderer:
         for name, (r, poses) in bad_clips(scene, renderer, good).items():
             cid = f"bad-{name.replace(' ', '-')}"
-            writer.add(clip_row(r, spec, spec.scenes[0], plan.scene_id, cid, cid, poses))
+            row = clip_row(r, spec, spec.scenes[0], plan.scene_id, cid, cid, poses)
+            writer.add({**row, "status": status or row["status"]})
             ids.append(cid)
     writer.commit(next_shard_number(out))
     return ids

@@ -114,4 +114,6 @@ def test_cli_writes_trajectories_and_plot_deterministically(tmp_path):
     assert len(t["c2w"]) == 20 and all(len(m) == 16 for m in t["c2w"])
     assert isinstance(a["discarded"], list)
     assert (tmp_path / "a" / "plot.png").stat().st_size > 10_000
-    assert main(["sample", "procedural:indoor:1", "--count", "0", "--out", str(tmp_path / "c")]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # an out-of-range flag is an argparse error: one line, status 2
+        main(["sample", "procedural:indoor:1", "--count", "0", "--out", str(tmp_path / "c")])
+    assert exit_info.value.code == 2 and not (tmp_path / "c").exists()

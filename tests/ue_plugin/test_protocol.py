@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -9,7 +10,19 @@ import time
 import numpy as np
 import pytest
 
-from ue_plugin.protocol import CommandError, ConnectionLost, ProtocolError, UnrealCVClient
+from ue_plugin.backend import decode_png_bgra
+from ue_plugin.protocol import (
+    HEADER,
+    MAGIC,
+    MAX_IMAGE_SIDE,
+    MAX_PAYLOAD,
+    CommandError,
+    ConnectionLost,
+    ProtocolError,
+    UnrealCVClient,
+    recv_frame,
+    send_frame,
+)
 from ue_plugin.standin import StandinServer
 
 
@@ -120,8 +133,112 @@ def test_the_unrealcv_pypi_client_talks_to_the_standin(standin):
         assert client.request_batch(["vset /camera/0/location 1 2 3", "vget /camera/0/location"]) == [
             "ok", "1.000 2.000 3.000"]
         depth = client.request("vget /camera/0/depth npy", timeout=5)
-        import io
-
         assert np.load(io.BytesIO(depth)).ndim == 2
     finally:
         client.disconnect()
+
+
+# ---------------------------------------------------------------------- peers without bounds (issue 13)
+
+def _drip(conn, data: bytes, every: float = 0.2, seconds: float = 4.0) -> None:
+    """Send ``data`` one byte every ``every`` seconds, for at most ``seconds`` (a peer that is slow, not dead)."""
+    for byte in data[: int(seconds / every)]:
+        time.sleep(every)
+        try:
+            conn.sendall(bytes([byte]))
+        except OSError:
+            return
+
+
+def _greet_and_read_request(conn) -> None:
+    send_frame(conn, b"connected to drip")
+    recv_frame(conn)
+
+
+def test_reply_dripping_a_byte_at_a_time_fails_within_the_timeout():
+    def behaviour(conn):
+        _greet_and_read_request(conn)
+        conn.sendall(HEADER.pack(MAGIC, 100))
+        _drip(conn, b"0:" + b"x" * 98)
+
+    srv = _fake_server(behaviour)
+    with srv:
+        c = UnrealCVClient("127.0.0.1", srv.getsockname()[1], timeout=0.5)
+        c.connect(attempts=1)
+        start = time.perf_counter()
+        with pytest.raises(ConnectionLost, match=r"did not answer 'vget /unrealcv/status'.*within 0.5 s"):
+            c.request("vget /unrealcv/status")
+        assert time.perf_counter() - start < 1.5
+        assert c.sock is None
+
+
+def test_greeting_dripping_a_byte_at_a_time_fails_within_the_timeout():
+    greeting = b"connected to a very slow server"
+    srv = _fake_server(lambda conn: _drip(conn, HEADER.pack(MAGIC, len(greeting)) + greeting))
+    with srv:
+        start = time.perf_counter()
+        with pytest.raises(ConnectionLost, match="sent no greeting within 0.5 s"):
+            UnrealCVClient("127.0.0.1", srv.getsockname()[1], timeout=0.5).connect(attempts=1)
+        assert time.perf_counter() - start < 1.5
+
+
+def test_oversized_reply_is_refused_before_it_is_read():
+    def behaviour(conn):
+        _greet_and_read_request(conn)
+        conn.sendall(HEADER.pack(MAGIC, 512 << 20))  # and nothing more
+
+    srv = _fake_server(behaviour)
+    with srv:
+        c = UnrealCVClient("127.0.0.1", srv.getsockname()[1], timeout=2)
+        c.connect(attempts=1)
+        start = time.perf_counter()
+        with pytest.raises(ProtocolError, match=rf"frame of {512 << 20} bytes announced, over the limit of "
+                                                rf"{MAX_PAYLOAD} bytes.*image over {MAX_IMAGE_SIDE} px a side"):
+            c.request("vget /camera/1/lit png")
+        assert time.perf_counter() - start < 1
+        assert c.sock is None
+
+
+def test_standin_answers_bad_image_sizes_with_an_error_and_keeps_serving(standin):
+    with UnrealCVClient("127.0.0.1", standin.port, timeout=5) as c:
+        c.request("vset /cameras/spawn")
+        cam = len(c.request_text("vget /cameras").split()) - 1
+        c.request(f"vset /camera/{cam}/size 8 6")
+        for size in ("0 0", "16 0", "100000 100000", f"{MAX_IMAGE_SIDE + 1} 16", "9" * 5000 + " 16"):
+            with pytest.raises(CommandError, match=rf"size .* is invalid: width and height must be 1 to "
+                                                   rf"{MAX_IMAGE_SIDE} pixels"):
+                c.request(f"vset /camera/{cam}/size {size}")
+        assert decode_png_bgra(c.request(f"vget /camera/{cam}/lit png")).shape == (6, 8, 3)
+
+
+@pytest.mark.parametrize("hog", ["silent", "dripping", "not reading"])
+def test_standin_drops_a_stuck_client_so_the_next_one_is_served(box_room_module, hog):
+    with StandinServer(box_room_module, precomputed=True, idle_timeout_s=0.5) as srv:
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        stuck.connect(("127.0.0.1", srv.port))
+        stuck.settimeout(3)
+        assert recv_frame(stuck).startswith(b"connected")
+        if hog == "dripping":
+            threading.Thread(target=_drip, args=(stuck, HEADER.pack(MAGIC, 30) + b"0:vget /unrealcv/status"),
+                             daemon=True).start()
+        elif hog == "not reading":  # 64 MiB of replies that are never read
+            stuck.sendall(b"".join(HEADER.pack(MAGIC, len(p)) + p for p in
+                                   [b"0:vset /camera/0/size 512 512"] +
+                                   [f"{i}:vget /camera/0/depth npy".encode() for i in range(1, 65)]))
+        start = time.perf_counter()
+        c = UnrealCVClient("127.0.0.1", srv.port, timeout=2)
+        c.connect(attempts=6, backoff=0.1)  # refused while the stuck client is served
+        assert "Is Listening" in c.request_text("vget /unrealcv/status")
+        assert time.perf_counter() - start < 3
+        c.close()
+        stuck.close()
+
+
+@pytest.mark.slow
+def test_largest_image_fits_the_reply_limit(box_room_module):
+    with StandinServer(box_room_module) as srv, UnrealCVClient("127.0.0.1", srv.port, timeout=60) as c:
+        c.request("vset /cameras/spawn")
+        side = MAX_IMAGE_SIDE
+        depth = c.request_batch([f"vset /camera/1/size {side} {side}", "vget /camera/1/depth npy"])[1]
+        assert np.load(io.BytesIO(depth)).shape == (side, side)

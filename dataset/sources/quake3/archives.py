@@ -2,6 +2,12 @@
 
 Archives are searched in ``OPENARENA_DIRS`` then ``$MATRIX_PANO_OPENARENA_PATH`` (later folders and later
 names override earlier ones); member names are indexed case-insensitively and cached per file stamp.
+
+Limits (a hostile or damaged archive cannot exhaust memory; a zip bomb fails with a SceneError):
+
+- ``MAX_MEMBER_BYTES`` = 256 MiB: largest archive member read, by its declared size (OpenArena's largest is 10 MB).
+- ``MAX_LOAD_BYTES`` = 1 GiB: most bytes one level load reads from its archives, all members together.
+- Members must be stored or deflated (as Quake 3 reads them); they inflate 1 MiB at a time (a lying size: CRC error).
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ OPENARENA_DIRS = (
 """Installed archive folders, lowest priority first; folders in $MATRIX_PANO_OPENARENA_PATH override them."""
 _MAP_MEMBER = re.compile(r"^maps/([^/]+)\.bsp$", re.IGNORECASE)
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error)
+MAX_MEMBER_BYTES = 256 << 20
+"""Largest archive member read (declared uncompressed size, 256 MiB)."""
+MAX_LOAD_BYTES = 1 << 30
+"""Most bytes one level load (one ``_Archives``) reads from its archives, all members together (1 GiB)."""
+_READ_CHUNK = 1 << 20
+_COMPRESSION = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+"""What Quake 3 reads; bzip2 and LZMA would also inflate a whole input chunk at once."""
 
 
 def find_openarena_maps() -> list[tuple[str, str]]:
@@ -84,6 +97,32 @@ def _member_names(stamp: tuple[str, int, int]) -> tuple[str, ...]:
         raise SceneError(f"cannot read archive {path}: {exc.strerror or exc}") from exc
 
 
+def read_member(zf: zipfile.ZipFile, archive: str, name: str, already_read: int = 0) -> bytes:
+    """One member's bytes; SceneError for compression Quake 3 cannot read, a declared size over
+    MAX_MEMBER_BYTES, or one that would take the load's ``already_read`` bytes over MAX_LOAD_BYTES.
+
+    It reads in chunks: ``ZipExtFile`` stops at the declared size and then checks the CRC, but one ``read()``
+    would first inflate all the compressed data, however much a lying header hides.
+    """
+    info = zf.getinfo(name)
+    if info.compress_type not in _COMPRESSION:
+        raise SceneError(f"cannot read {name} from {archive}: compression method {info.compress_type} "
+                         f"(Quake 3 reads only stored or deflated members): repack the archive")
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise SceneError(f"{name} in {archive} declares {info.file_size} bytes, over the limit of "
+                         f"{MAX_MEMBER_BYTES >> 20} MiB per archive member: the archive is damaged or hostile, "
+                         f"remove it")
+    if already_read + info.file_size > MAX_LOAD_BYTES:
+        raise SceneError(f"cannot read {name} from {archive}: with its {info.file_size} bytes this level load "
+                         f"would read more than the limit of {MAX_LOAD_BYTES >> 20} MiB from its archives: "
+                         f"an archive is damaged or hostile, remove it")
+    chunks = []
+    with zf.open(info) as f:
+        while chunk := f.read(_READ_CHUNK):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @lru_cache(maxsize=8)
 def _merged_index(stamps: tuple[tuple[str, int, int], ...]) -> dict[str, tuple[str, str]]:
     """Lower-case file name -> (archive, member) over several archives, later archives overriding."""
@@ -101,6 +140,8 @@ class _Archives:
         self.stamps = tuple(_stamp(p) for p in paths)
         self.index = _merged_index(self.stamps)
         self._open: dict[str, zipfile.ZipFile] = {}
+        self.bytes_read = 0
+        """Bytes read so far, all members together; at most MAX_LOAD_BYTES."""
 
     def __enter__(self) -> _Archives:
         return self
@@ -118,13 +159,16 @@ class _Archives:
         return next(s for s in self.stamps if s[0] == archive)
 
     def read(self, member: tuple[str, str]) -> bytes:
+        """A member's bytes, within MAX_MEMBER_BYTES and, with what this view read before, MAX_LOAD_BYTES."""
         archive, name = member
         try:
             if archive not in self._open:
                 self._open[archive] = zipfile.ZipFile(archive)
-            return self._open[archive].read(name)
+            data = read_member(self._open[archive], archive, name, self.bytes_read)
         except _ZIP_ERRORS as exc:
             raise SceneError(f"cannot read {name} from {archive} ({exc}): the archive is damaged, replace it") from exc
+        self.bytes_read += len(data)
+        return data
 
 
 def _find_map(archives: _Archives, archive: str | None, map_name: str | None, source: str) -> tuple[str, str]:

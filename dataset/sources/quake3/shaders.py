@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dataset.core.scene import SceneError
-from dataset.sources.quake3.archives import _ZIP_ERRORS, _member_names
+from dataset.sources.quake3.archives import _ZIP_ERRORS, _member_names, read_member
 
 _SHADER_TOKEN = re.compile(r'//[^\n]*|/\*.*?\*/|"([^"]*)"|([{}])|([^\s{}"]+)', re.DOTALL)
 
@@ -36,7 +36,7 @@ def _shader_table(stamps: tuple[tuple[str, int, int], ...]) -> dict[str, ShaderI
         try:
             with zipfile.ZipFile(stamp[0]) as zf:
                 for name in scripts:
-                    table.update(parse_shader_script(zf.read(name).decode("latin-1")))
+                    table.update(parse_shader_script(read_member(zf, stamp[0], name).decode("latin-1")))
         except _ZIP_ERRORS as exc:
             raise SceneError(f"cannot read the shader scripts of {stamp[0]} ({exc}): the archive is damaged, "
                              f"replace it") from exc

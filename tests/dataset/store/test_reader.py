@@ -11,7 +11,7 @@ import pytest
 
 from dataset.cli import main
 from dataset.store.reader import PanoDataset, verify_dataset
-from dataset.store.shards import committed_shards
+from dataset.store.shards import build_marker, committed_shards
 
 
 @pytest.fixture
@@ -35,11 +35,18 @@ def test_filters_and_uncommitted_files_are_invisible(dataset_copy):
     assert set(ds.table().column_names) >= {"clip_id", "c2w", "scores"} and "rgb_mp4" not in ds.table().column_names
 
 
+def _reseal(parquet):
+    """Write a marker that matches ``parquet`` as it is now (a shard committed with bad content)."""
+    rows = pq.read_table(parquet, columns=["clip_id", "scene_id", "status", "num_frames"]).to_pylist()
+    parquet.with_suffix(".json").write_text(json.dumps(build_marker(parquet, rows)))
+
+
 def _rewrite(parquet, change):
     table = pq.read_table(parquet)
     rows = table.to_pylist()
     change(rows)
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), parquet)
+    _reseal(parquet)
 
 
 def test_verify_names_corrupt_video_missing_poses_and_duplicates(dataset_copy, capsys):
@@ -52,13 +59,13 @@ def test_verify_names_corrupt_video_missing_poses_and_duplicates(dataset_copy, c
     _rewrite(p0, corrupt)
     dup = dataset_copy / "shards" / "part-00077.parquet"
     shutil.copy(p1, dup)
-    marker = json.loads(p1.with_suffix(".json").read_text())
-    dup.with_suffix(".json").write_text(json.dumps({**marker, "shard": dup.name}))
+    _reseal(dup)
     problems = "\n".join(verify_dataset(dataset_copy))
     cid = m0["clip_ids"][0]
     assert f"{p0.name}: clip {cid}: video" in problems
     assert f"{p0.name}: clip {cid}: 5 poses for 6 frames" in problems
-    assert "part-00077.parquet: clip" in problems and "duplicated (also in" in problems
+    assert f"part-00077.parquet: clip {json.loads(p1.with_suffix('.json').read_text())['clip_ids'][0]} duplicated " \
+           f"(also in {p1.name})" in problems
     assert main(["verify", str(dataset_copy)]) == 2
     assert "problems found" in capsys.readouterr().err
 
