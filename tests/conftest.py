@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import faulthandler
+import sys
+
 import pytest
 from build_helpers import SMALL_BUILD
 from scene_helpers import make_scene
@@ -44,3 +48,13 @@ def local_ray():
     yield ray
     if started:
         ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Stop a Ray that a test started through the CLI (``init_ray`` leaves it running) while the interpreter is
+    whole, and keep crash tracebacks on past pytest's own faulthandler: a rare crash while the interpreter
+    shuts down (seen twice, after every test had passed) then names its threads."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    atexit.register(faulthandler.enable, sys.__stderr__, all_threads=True)
