@@ -107,10 +107,14 @@ def _publish(tmp: Path, shard_dir: Path, number: int, rows: list[dict]) -> dict:
     return marker
 
 
-def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4) -> dict:
-    """Write a whole table as committed shard ``number`` (temporary file, fsync, rename, marker)."""
-    if not table.schema.equals(SCHEMA):
-        raise ValueError("table does not have the dataset schema")
+def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4,
+                 schema: pa.Schema = SCHEMA) -> dict:
+    """Write a whole table as committed shard ``number`` (temporary file, fsync, rename, marker). ``schema`` is
+    the dataset's by default; companion shards (e.g. a latent cache) give their own, with at least the marker's
+    ``clip_id``, ``scene_id``, ``status`` and ``num_frames`` columns."""
+    if not table.schema.equals(schema):
+        raise ValueError("table does not have the dataset schema" if schema is SCHEMA else
+                         "table does not have the shard schema")
     shard_dir.mkdir(parents=True, exist_ok=True)
     tmp = shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
     with open(tmp, "wb") as f:
@@ -123,15 +127,17 @@ def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: 
 
 
 class ShardWriter:
-    """Streams clip rows into one shard; ``commit`` makes it visible atomically."""
+    """Streams clip rows into one shard; ``commit`` makes it visible atomically. ``schema`` as in
+    ``commit_table``."""
 
-    def __init__(self, shard_dir: Path, rows_per_group: int = 4) -> None:
+    def __init__(self, shard_dir: Path, rows_per_group: int = 4, schema: pa.Schema = SCHEMA) -> None:
         self.shard_dir = Path(shard_dir)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.rows_per_group = rows_per_group
+        self.schema = schema
         self.tmp = self.shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
         self._file = open(self.tmp, "wb")
-        self._writer = pq.ParquetWriter(self._file, SCHEMA, compression="none", use_dictionary=["scene", "status"])
+        self._writer = pq.ParquetWriter(self._file, schema, compression="none", use_dictionary=["scene", "status"])
         self._pending: list[dict] = []
         self.rows: list[dict] = []
         """Small per-row facts (ids, status, sizes) for the marker."""
@@ -143,11 +149,11 @@ class ShardWriter:
     @property
     def nbytes(self) -> int:
         """Bytes written so far plus rows still buffered."""
-        pending = sum(len(r["rgb_mp4"]) + len(r["depth"]) for r in self._pending)
+        pending = sum(len(v) for r in self._pending for v in r.values() if isinstance(v, bytes))
         return self._file.tell() + pending
 
     def add(self, row: dict) -> None:
-        """Append one clip row (a dict with every SCHEMA column)."""
+        """Append one clip row (a dict with every column of the writer's schema)."""
         self._pending.append(row)
         self.rows.append({"clip_id": row["clip_id"], "scene_id": row["scene_id"], "status": row["status"],
                           "num_frames": row["num_frames"]})
@@ -156,7 +162,7 @@ class ShardWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=SCHEMA))
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
             self._pending = []
 
     def commit(self, number: int) -> dict:
