@@ -159,16 +159,19 @@ def lora_config(spec: LoraSpec):
                       lora_dropout=0.0)
 
 
-def add_lora(transformer, spec: LoraSpec) -> list[torch.nn.Parameter]:
-    """Attach the adapter to ``transformer`` (frozen base) and return its trainable fp32 parameters; a target that
-    matches no module is a ``ValueError`` naming it."""
+def add_lora(transformer, spec: LoraSpec, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Attach the adapter to ``transformer`` (frozen base) and return its trainable fp32 parameters; its random A
+    matrices are drawn from ``seed`` (every process and every rerun starts from the same adapter; the global RNG
+    is left as it was). A target that matches no module is a ``ValueError`` naming it."""
     names = [n for n, _ in transformer.named_modules()]
     for target in spec.targets:
         if not any(n == target or n.endswith("." + target) for n in names):
             raise ValueError(f"lora target {target!r} matches no module of the transformer: use diffusers' names, "
                              f"e.g. {', '.join(DEFAULT_TARGETS)}, add_k_proj, add_v_proj")
     transformer.requires_grad_(False)
-    transformer.add_adapter(lora_config(spec))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(lora_config(spec))
     params = []
     for name, p in transformer.named_parameters():
         if "lora_" in name:
@@ -426,7 +429,7 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
     if dtype is None:
         dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
     transformer = load_wan(spec.model, dtype=dtype, device=d.device).transformer
-    params = add_lora(transformer, spec.lora)
+    params = add_lora(transformer, spec.lora, spec.seed)
     if spec.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer.train()

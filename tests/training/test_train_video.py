@@ -192,8 +192,6 @@ train_video(spec, data=samples, condition=ConditionSpec.model_validate_json(sys.
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open (issue 14): the 2-process loss curve matches but the saved LoRA weights differ "
-                          "from the single-process run's", strict=False)
 def test_torchrun_two_processes_match_one(samples, tmp_path):
     spec = _spec(steps=6, batch_size=2, shuffle=True, optimiser={"lr": 1e-3})
     single = train_video(spec, data=samples, condition=SPEC, out=tmp_path / "one")
@@ -211,9 +209,9 @@ def test_torchrun_two_processes_match_one(samples, tmp_path):
     assert len(two) == 6
     print("losses, 1 process:", single.losses, "2 processes:", two)
     assert two[0] == pytest.approx(single.losses[0], rel=1e-6)  # same weights, same global batch and noise
-    np.testing.assert_allclose(two, single.losses, rtol=5e-3)  # later: float reduction order, amplified by Adam
+    np.testing.assert_allclose(two, single.losses, rtol=1e-5)  # gloo all-reduce vs one mean: rounding only
     a, b = load_file(tmp_path / "one" / LORA_FILE), load_file(tmp_path / "two" / LORA_FILE)
     assert a.keys() == b.keys()
     diff = max(float((a[k] - b[k]).abs().max()) for k in a)
     print("max LoRA weight difference:", diff)
-    assert diff < 1e-3
+    assert diff < 1e-5
