@@ -932,7 +932,8 @@ def video_pairs(pred: str | Path, gt: str | Path, clip: str | None = None) -> It
     ``pred`` is a built dataset (every committed clip is matched to the ``gt`` clip of the same ``clip_id``;
     the requested trajectory is the prediction's own ``c2w``), a generation output folder (``video.mp4``,
     ``cameras.json`` as the requested trajectory, and the gt clip id from ``clip`` or ``clip.json``), or a
-    folder of generation output folders. ``gt`` is a built dataset."""
+    folder of generation output folders. ``gt`` is a built dataset. A prediction shorter than its ground truth
+    is compared with the clip's first frames (a generation takes the first 4k+1 frames of a longer clip)."""
     from dataset.core.codecs import decode_mp4
     from dataset.core.trajectories import read_trajectory_file
     from dataset.store.reader import PanoDataset
@@ -952,4 +953,8 @@ def video_pairs(pred: str | Path, gt: str | Path, clip: str | None = None) -> It
         reference = _dataset_clip(truth, cid)
         if reference is None:
             raise ValueError(f"--gt {gt} has no committed clip {cid!r} (the clip --pred was generated for)")
-        yield VideoPair(cid, frames(), reference.frames(), requested())
+        pred_frames, gt_frames = frames(), reference.frames()
+        if len(pred_frames) > len(gt_frames):
+            raise ValueError(f"clip {cid}: the prediction has {len(pred_frames)} frames, its ground truth only "
+                             f"{len(gt_frames)}: generate at most as many frames as the clip has")
+        yield VideoPair(cid, pred_frames, gt_frames[:len(pred_frames)], requested())

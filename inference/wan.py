@@ -50,7 +50,9 @@ _SUBFOLDERS = {
     "scheduler": "scheduler_config.json",
 }
 """Diffusers-layout subfolder -> the file that marks it."""
-_WEIGHTED = ("transformer", "vae", "text_encoder", "image_encoder")
+PARTS = ("transformer", "vae", "text_encoder", "image_encoder")
+"""The weighted components ``load_wan(parts=...)`` chooses from (tokenizer, image processor and scheduler are
+small and always loaded)."""
 _ORIGINAL_VAE = "Wan2.1_VAE.pth"
 _ORIGINAL_TRANSFORMER_GLOB = "diffusion_pytorch_model*.safetensors"
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -67,7 +69,8 @@ class ModelFolderError(ValueError):
 
 @dataclass
 class WanComponents:
-    """The parts of Wan2.1 image-to-video, as diffusers' ``WanImageToVideoPipeline`` holds them."""
+    """The parts of Wan2.1 image-to-video, as diffusers' ``WanImageToVideoPipeline`` holds them; a weighted part
+    that ``load_wan(parts=...)`` left out is None."""
 
     transformer: Any
     """``WanTransformer3DModel`` (36 input channels: noisy 16 | mask 4 | condition 16)."""
@@ -114,41 +117,50 @@ def default_device() -> torch.device:
 
 
 def load_wan(path_or_preset: str | Path, dtype: torch.dtype | str | None = None,
-             device: torch.device | str | None = None) -> WanComponents:
+             device: torch.device | str | None = None, parts: tuple[str, ...] | list[str] = PARTS) -> WanComponents:
     """Wan2.1 I2V components from a local folder (see the module doc for the layouts) or ``tiny``.
 
     ``device`` defaults to the GPU when there is one; ``dtype`` (transformer and text encoder) to bf16 on a GPU
-    and fp32 on a CPU. The VAE and the image encoder are fp32 always. Every model is in eval mode with frozen
-    weights (training adds its LoRA parameters on top). The preset name ``tiny`` shadows a folder of that name.
+    and fp32 on a CPU. The VAE and the image encoder are fp32 always. ``parts`` (a subset of ``PARTS``) names the
+    weighted components to load, the others are None and need not be in the folder: caching latents needs no
+    transformer (28 GB in bf16 for 14B), training needs only the transformer. Every model is in eval mode with
+    frozen weights (training adds its LoRA parameters on top). The preset name ``tiny`` shadows a folder of that
+    name.
     """
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown Wan parts {', '.join(unknown)}: choose from {', '.join(PARTS)}")
     device = torch.device(device) if device is not None else default_device()
     dtype = as_dtype(dtype) if dtype is not None else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     folder = tiny_folder() if str(path_or_preset) == TINY else Path(path_or_preset).expanduser()
-    return _load_folder(folder, dtype, device)
+    return _load_folder(folder, dtype, device, set(parts))
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> WanComponents:
+def _load_folder(folder: Path, dtype: torch.dtype, device: torch.device, parts: set[str]) -> WanComponents:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModelWithProjection, UMT5EncoderModel
 
     if not folder.is_dir():
         raise ModelFolderError(f"model folder {folder} does not exist: give {_EXPECTED_LAYOUT}")
-    _check_layout(folder)
+    _check_layout(folder, parts)
     local = {"local_files_only": True}
-    if (folder / "transformer").is_dir():
+    transformer = vae = text_encoder = image_encoder = None
+    if "transformer" in parts and (folder / "transformer").is_dir():
         transformer = WanTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype,
                                                             use_safetensors=True, **local)
-    else:
+    elif "transformer" in parts:
         transformer = _original_transformer(folder, dtype)
-    if (folder / "vae").is_dir():
+    if "vae" in parts and (folder / "vae").is_dir():
         vae = AutoencoderKLWan.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32,
                                                use_safetensors=True, **local)
-    else:
+    elif "vae" in parts:
         vae = _original_vae(folder)
-    text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, use_safetensors=True,
-                                                    **local)
-    image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=torch.float32,
-                                                                  use_safetensors=True, **local)
+    if "text_encoder" in parts:
+        text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, use_safetensors=True,
+                                                        **local)
+    if "image_encoder" in parts:
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder", dtype=torch.float32,
+                                                                      use_safetensors=True, **local)
     components = WanComponents(
         transformer=transformer, vae=vae, text_encoder=text_encoder,
         tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer", **local),
@@ -156,15 +168,19 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: torch.device) -> WanC
         image_processor=CLIPImageProcessor.from_pretrained(folder / "image_processor", **local),
         scheduler=_load_scheduler(folder / "scheduler"))
     for model in (components.transformer, components.vae, components.text_encoder, components.image_encoder):
-        model.to(device).eval().requires_grad_(False)
+        if model is not None:
+            model.to(device).eval().requires_grad_(False)
     return components
 
 
-def _check_layout(folder: Path) -> None:
-    """Raise ``ModelFolderError`` naming the first missing part of a diffusers (or original) layout."""
+def _check_layout(folder: Path, parts: set[str]) -> None:
+    """Raise ``ModelFolderError`` naming the first missing part of a diffusers (or original) layout, among the
+    weighted ``parts`` and the small components."""
     original_transformer = sorted(folder.glob(_ORIGINAL_TRANSFORMER_GLOB))
     original_vae = folder / _ORIGINAL_VAE
     for sub, marker in _SUBFOLDERS.items():
+        if sub in PARTS and sub not in parts:
+            continue
         if sub == "transformer" and not (folder / sub).exists() and original_transformer:
             if not (folder / "config.json").is_file():
                 raise ModelFolderError(f"{folder} has Wan-AI's original transformer shards but no config.json beside "
@@ -174,7 +190,7 @@ def _check_layout(folder: Path) -> None:
             continue
         path = folder / sub / marker
         if path.is_file():
-            if sub in _WEIGHTED and not any((folder / sub).glob("*.safetensors")):
+            if sub in PARTS and not any((folder / sub).glob("*.safetensors")):
                 raise ModelFolderError(f"{folder / sub} has no *.safetensors weights (pickled .bin weights are not "
                                        "loaded): save the component with safe_serialization=True")
             continue

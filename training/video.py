@@ -428,7 +428,7 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.precision)
     if dtype is None:
         dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
-    transformer = load_wan(spec.model, dtype=dtype, device=d.device).transformer
+    transformer = load_wan(spec.model, dtype=dtype, device=d.device, parts=("transformer",)).transformer
     params = add_lora(transformer, spec.lora, spec.seed)
     if spec.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()

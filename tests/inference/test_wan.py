@@ -116,6 +116,24 @@ def test_folders_that_are_not_a_diffusers_layout_name_the_missing_part(tiny_dir,
         load_wan(broken, device="cpu")
 
 
+def test_parts_load_only_what_a_job_needs_and_need_no_other_weights(tiny_dir, tiny, tmp_path):
+    encoders = tmp_path / "encoders"  # a folder as a cache worker needs it: no transformer at all
+    shutil.copytree(tiny_dir, encoders)
+    shutil.rmtree(encoders / "transformer")
+    with pytest.raises(ModelFolderError, match="lacks transformer/config.json"):
+        load_wan(encoders, device="cpu")
+    parts = load_wan(encoders, device="cpu", parts=("vae", "text_encoder", "image_encoder"))
+    assert parts.transformer is None and parts.tokenizer is not None and parts.scheduler is not None
+    ours, ref = parts.vae.state_dict(), tiny.vae.state_dict()
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+    only = load_wan(tiny_dir, device="cpu", parts=("transformer",))
+    assert only.vae is None and only.text_encoder is None and only.image_encoder is None
+    inputs = dit_inputs(tiny)
+    assert torch.equal(forward(only.transformer, inputs), forward(tiny.transformer, inputs))
+    with pytest.raises(ValueError, match="unknown Wan parts unet"):
+        load_wan(tiny_dir, device="cpu", parts=("unet",))
+
+
 def test_original_layout_transformer_and_vae_load_through_diffusers_conversion(tiny_dir, tiny, tmp_path):
     folder = save_original_layout(tmp_path / "orig", tiny_dir, tiny)
     assert not (folder / "transformer").exists() and not (folder / "vae").exists()

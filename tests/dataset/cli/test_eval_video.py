@@ -141,15 +141,32 @@ def test_psnr_matches_numpy_on_the_written_frames(dataset, tmp_path, capsys):
     assert m["psnr_capped"] is False and 20 < m["psnr"] < 45 and m["ssim"] < 1
 
 
+def test_a_shorter_generation_is_scored_on_the_clips_first_frames(dataset, tmp_path, capsys):
+    gt = clips(dataset)["walk-b"]
+    first = decode_mp4(gt.row["rgb_mp4"])[:9]  # a 4k+1 generation of a 13-frame clip
+    folder = generation_output(tmp_path / "gen", encode_mp4(first, 12, crf=40), gt.c2w[:9], "walk-b")
+    out = tmp_path / "metrics.json"
+    status, _, _ = run(["--pred", str(folder), "--gt", str(dataset), "--out", str(out)], capsys)
+    pred = decode_mp4((folder / "video.mp4").read_bytes()).astype(np.float64)
+    mse = ((pred - first.astype(np.float64)) ** 2).reshape(9, -1).mean(axis=1)
+    m = strict_json(out)
+    assert status == 0 and m["frames"] == 9 and m["per_clip"][0]["frames"] == 9
+    assert m["psnr"] == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), rel=1e-9)
+
+
 def test_bad_inputs_are_one_line_errors(dataset, tmp_path, capsys):
     gt = clips(dataset)["walk-a"]
+    frames = decode_mp4(gt.row["rgb_mp4"])
+    longer = generation_output(tmp_path / "longer", encode_mp4(np.concatenate([frames, frames[:4]]), 12),
+                               np.concatenate([gt.c2w, gt.c2w[:4]]), "walk-a")
     orphan = generation_output(tmp_path / "orphan", gt.row["rgb_mp4"], gt.c2w, None)
     unknown = generation_output(tmp_path / "unknown", gt.row["rgb_mp4"], gt.c2w, "no-such-clip")
     short = generation_output(tmp_path / "short", gt.row["rgb_mp4"], gt.c2w[:5], "walk-a")
     out = str(tmp_path / "metrics.json")
     cases = {str(tmp_path / "absent"): "does not exist", str(orphan): "has no clip.json: give --clip",
              str(unknown): "has no committed clip 'no-such-clip'", str(short): "5 requested poses for 13",
-             str(orphan / "video.mp4"): "neither a dataset"}
+             str(orphan / "video.mp4"): "neither a dataset",
+             str(longer): "the prediction has 17 frames, its ground truth only 13"}
     for pred, problem in cases.items():
         status, lines, err = run(["--pred", pred, "--gt", str(dataset), "--out", out], capsys)
         assert status == 2 and not lines and len(err) == 1 and problem in err[0], (pred, err)
