@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -232,7 +233,11 @@ def load_lora(components, path: str | Path, fmt: LoraFormat | None = None) -> Lo
         load_matrix3d_lora(components, file)
         return fmt
     try:
-        components.pipeline().load_lora_weights(str(file.parent), weight_name=file.name, local_files_only=True)
+        with warnings.catch_warnings():
+            # diffusers pads a LoRA without the image K/V (add_k_proj, add_v_proj) with zero adapters there, which
+            # peft reports as targets beyond the file's config: harmless, the zeros change nothing.
+            warnings.filterwarnings("ignore", "While injecting the PEFT adapters", RuntimeWarning)
+            components.pipeline().load_lora_weights(str(file.parent), weight_name=file.name, local_files_only=True)
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{file}: diffusers cannot load it as a Wan LoRA ({exc}); for a Matrix-3D file give "
                          "--lora-format matrix3d") from None
