@@ -7,13 +7,17 @@ model the normalised VAE latents of the clip's frames (the target) and ``encode_
 ``ConditionSpec`` (condition, image embedding of frame 0, text embedding of the caption; an empty caption is the
 empty prompt). Frame counts must be 4k+1 and sizes multiples of 16: a clip that is not (or that has fewer frames
 than ``frames``) is recorded in ``CACHE/failures.parquet`` with the reason and the job goes on; ``frames`` takes
-the first N frames of longer clips, never rounds.
+the first N frames of longer clips, never rounds. With ``augment.copies`` = n (``training.augment``) each clip
+gives n + 1 rows: the clean one, then n variants (frames rolled in yaw with the poses, guidance from jittered depth,
+mask eroded), each drawn deterministically from (augment seed, clip id, variant index) and named in the row's
+``augment`` column.
 
 Work is spread over Ray actors (``CacheWorker``), each holding the model: one per GPU when the cluster has
 GPUs, else one per CPU. A task is one row group of an input shard (a few clips); the driver writes the rows
-into cache shards committed like the build's (temporary file, fsync, rename, marker), so a rerun skips the
-clips already cached and redoes the rest. The input dataset is only read, and the cache is locked while the job
-writes it. A rerun with other settings (model, spec, frames) is refused unless ``overwrite``.
+into cache shards committed like the build's (temporary file, fsync, rename, marker), all rows of a clip in the
+same shard, so a rerun skips the clips already cached and redoes the rest. The input dataset is only read, and
+the cache is locked while the job writes it. A rerun with other settings (model, spec, frames, augment) is refused
+unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -51,12 +55,15 @@ from inference.condition import (
     to_pixels,
     write_condition_spec,
 )
-from inference.guidance import DEFAULT_THRESHOLD, GuidanceInputs, guidance_poses, panorama_mesh, render_guidance
+from inference.guidance import DEFAULT_THRESHOLD, panorama_mesh, render_guidance
 from inference.wan import TINY, load_wan
+from training.augment import AugmentSpec, augment_inputs, erode_guidance, variant_rng
 from training.latent_cache import CACHE_JOB, CACHE_SCHEMA, TENSORS, cache_row, cache_writer
 
 _LIGHT = ["clip_id", "num_frames", "height", "width", "scene", "scene_id", "trajectory_id"]
 """The source columns the driver reads (never the videos)."""
+CACHE_PARTS = ("vae", "text_encoder", "image_encoder")
+"""The model parts a cache worker loads: encoders only, the transformer is not needed to cache."""
 MAX_ATTEMPTS = 2
 """Tries of a row group whose worker died before it is given up (its clips recorded as failures)."""
 
@@ -79,7 +86,9 @@ class CacheSpec(StrictModel):
     shard_size_mb: float = Field(256.0, gt=0)
     """Cache shards are committed once they hold this many MB."""
     rows_per_group: int = Field(4, ge=1)
-    """Clips per Parquet row group of the cache shards."""
+    """Rows per Parquet row group of the cache shards."""
+    augment: AugmentSpec = AugmentSpec()
+    """Augmented variants cached per clip besides the clean row (none by default)."""
 
 
 def size_problem(num_frames: int, height: int, width: int, frames: int | None) -> str | None:
@@ -94,23 +103,35 @@ def size_problem(num_frames: int, height: int, width: int, frames: int | None) -
     return None
 
 
-def cache_clip(components, clip: Clip, spec: CacheSpec) -> dict:
-    """The cache row (``CACHE_SCHEMA``) of one clip; ``ValueError`` naming the problem if it cannot be cached."""
+def cache_clip(components, clip: Clip, spec: CacheSpec) -> list[dict]:
+    """The cache rows (``CACHE_SCHEMA``) of one clip: the clean row, then ``spec.augment.copies`` augmented
+    ones; ``ValueError`` naming the problem if it cannot be cached."""
     frames, poses = clip.frames(), clip.c2w
     if problem := size_problem(*frames.shape[:3], spec.frames):
         raise ValueError(problem)
     if spec.frames is not None:
         frames, poses = frames[:spec.frames], poses[:spec.frames]
     depth0 = clip.depth()[0]
-    inputs = GuidanceInputs(frames[0], depth0, poses[0], poses, clip.row["fps"])
-    mesh = panorama_mesh(inputs.rgb, inputs.depth, inputs.c2w, spec.guidance_threshold)
-    guidance, mask = render_guidance(mesh, guidance_poses(inputs), frames.shape[2])
+    rows = [_cache_variant(components, clip, spec, frames, poses, depth0)]
+    for i in range(1, spec.augment.copies + 1):
+        v = augment_inputs(frames, poses, depth0, spec.augment, variant_rng(spec.augment.seed, clip.clip_id, i))
+        rows.append(_cache_variant(components, clip, spec, v.frames, v.c2w, v.depth0, v.erosion_px,
+                                   json.dumps({"variant": i, **v.applied})))
+    return rows
+
+
+def _cache_variant(components, clip: Clip, spec: CacheSpec, frames: np.ndarray, poses: np.ndarray,
+                   depth0: np.ndarray, erosion_px: int = 0, augment: str = "") -> dict:
+    """The cache row of ``clip`` from these frames, poses and frame-0 depth: guidance along the poses from the
+    frame-0 mesh (its mask eroded by ``erosion_px``), the target latents and the condition."""
+    mesh = panorama_mesh(frames[0], depth0, poses[0], spec.guidance_threshold)
+    guidance, mask = erode_guidance(*render_guidance(mesh, poses, frames.shape[2]), erosion_px)
     prompt = clip.row["caption"] or ""
     cond = encode_condition(components, guidance, mask.astype(np.float32), frames[0], prompt, spec.condition)
     latents = encode_video(components.vae, to_pixels(frames), spec.condition.seam_pad_px)
     return cache_row(clip.clip_id, clip.row["scene_id"], clip.row["status"], len(frames), prompt,
                      {"latents": latents, "condition": cond.condition, "text": cond.prompt_embeds,
-                      "image": cond.image_embeds})
+                      "image": cond.image_embeds}, augment)
 
 
 class CacheWorker:
@@ -119,14 +140,14 @@ class CacheWorker:
     def __init__(self, spec_json: str, src: str, device: str) -> None:
         self.spec = CacheSpec.model_validate_json(spec_json)
         self.src = Path(src)
-        self.components = load_wan(self.spec.model, device=device)
+        self.components = load_wan(self.spec.model, device=device, parts=CACHE_PARTS)  # no transformer
 
     def ready(self) -> bool:
         return True
 
     def cache_group(self, shard: str, group: int, clip_ids: list[str]) -> tuple[list[dict], dict[str, str]]:
-        """Rows of the clips ``clip_ids`` of row group ``group`` of input shard ``shard``, and
-        {clip id: reason} of those that could not be cached."""
+        """Rows of the clips ``clip_ids`` of row group ``group`` of input shard ``shard`` (all rows of each
+        clip, together), and {clip id: reason} of those that could not be cached."""
         table = pq.ParquetFile(self.src / "shards" / shard).read_row_group(group)
         wanted = set(clip_ids)
         rows, failed = [], {}
@@ -135,7 +156,7 @@ class CacheWorker:
                 continue
             try:
                 with torch.inference_mode():
-                    rows.append(cache_clip(self.components, Clip(row), self.spec))
+                    rows.extend(cache_clip(self.components, Clip(row), self.spec))
             except Exception as exc:  # one bad clip is recorded, the others go on
                 failed[row["clip_id"]] = f"{type(exc).__name__}: {exc}"
         return rows, failed
@@ -191,7 +212,8 @@ def _cache(src: Path, out: Path, spec: CacheSpec, ray_address: str | None, worke
     finally:
         write_failures(out, failures)
     shards = committed_shards(out)
-    counts = {"clips": sum(m["rows"] for _, m in shards), "clips_total": total, "cached_now": cached,
+    counts = {"clips": len(committed_clip_ids(out)), "rows": sum(m["rows"] for _, m in shards),
+              "clips_total": total, "cached_now": cached,
               "failed": len(read_failures(out)), "shards": len(shards), "quarantined": len(quarantined),
               "seconds": round(time.time() - start, 2)}
     _write_manifest(out, settings, spec, shards, counts)
@@ -221,8 +243,9 @@ def _shapes(shards: list) -> dict[str, list[list[int]]]:
 
 def _run_workers(src: Path, out: Path, spec: CacheSpec, units: list, total: int, done: int, failures: dict,
                  ray_address: str | None, workers: int | None, progress: bool) -> int:
-    """Cache ``units`` on a pool of ``CacheWorker`` actors, committing shards as they fill; returns the clips
-    cached. Failures go into ``failures`` and ``out/failures.parquet``."""
+    """Cache ``units`` on a pool of ``CacheWorker`` actors, committing shards as they fill (a task's rows all
+    go into one shard, so every clip's rows commit together); returns the clips cached. Failures go into
+    ``failures`` and ``out/failures.parquet``."""
     ray = init_ray(ray_address, workers)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
@@ -264,7 +287,7 @@ def _run_workers(src: Path, out: Path, spec: CacheSpec, units: list, total: int,
                 rows, failed = f.value
                 for row in rows:
                     writer.add(row)
-                cached += len(rows)
+                cached += len({row["clip_id"] for row in rows})
                 _record(failures, src, rows_of[f.task], failed)
                 if writer.nbytes >= limit:
                     writer.commit(next_shard_number(out))

@@ -6,7 +6,7 @@ A cache folder is a companion of a built dataset, keyed by ``clip_id``::
     CACHE/
       manifest.json                source dataset, model (folder or "tiny"), ConditionSpec, shapes, counts
       condition.json               the ConditionSpec the condition was built with (``inference.condition``)
-      shards/part-NNNNN.parquet    one row per clip (``CACHE_SCHEMA``)
+      shards/part-NNNNN.parquet    one row per clip, plus one per augmented variant (``CACHE_SCHEMA``)
       shards/part-NNNNN.json       commit markers, the build's protocol (``dataset.store.shards``)
       failures.parquet             clips that could not be cached, with the reason
 
@@ -15,6 +15,11 @@ int32 shape column: ``latents`` (16, F_lat, h, w) normalised VAE latents of the 
 (20, F_lat, h, w) = mask 4 | condition latents 16, ``text`` (512, D_text) umT5 embedding of the caption,
 ``image`` (N_img, D_img) image tokens of frame 0 under the frame-0 policy. Values beyond float16's range are
 refused when a row is made (never stored as inf). The reader gives them back as float32 tensors.
+
+A clip cached with augmentation (``CacheSpec.augment``, ``training.augment``) has several rows under its id: the
+clean one (``augment`` = ``""``) and its variants (``augment`` = the JSON of what was applied: variant index, yaw
+roll in columns, depth factor and noise, mask erosion in px), all in one shard; the reader yields each row as a
+sample.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ CACHE_JOB = "cache-latents"
 
 CACHE_SCHEMA = pa.schema(
     [("clip_id", pa.string()), ("scene_id", pa.string()), ("status", pa.string()), ("num_frames", pa.int32()),
-     ("prompt", pa.string())]
+     ("prompt", pa.string()), ("augment", pa.string())]
     + [field for name in TENSORS for field in ((name, pa.binary()), (f"{name}_shape", pa.list_(pa.int32())))])
-"""One row per cached clip: its id, scene and status copied from the source dataset, the frames it was cached
-from, the prompt its text embedding is of (the clip's caption; ``""`` = the empty prompt), and the tensors."""
+"""One row per cached clip and augmented variant: its id, scene and status copied from the source dataset, the
+frames it was cached from, the prompt its text embedding is of (the clip's caption; ``""`` = the empty prompt),
+the augmentation applied (``""`` = the clean clip, else a JSON object, see ``training.augment``), and the
+tensors."""
 
 
 def tensor_bytes(tensor: torch.Tensor, name: str) -> tuple[bytes, list[int]]:
@@ -70,14 +77,15 @@ def tensor_from_bytes(data: bytes, shape: list[int]) -> torch.Tensor:
 
 
 def cache_row(clip_id: str, scene_id: str, status: str, num_frames: int, prompt: str,
-              tensors: dict[str, torch.Tensor]) -> dict:
-    """The ``CACHE_SCHEMA`` row of one clip; ``tensors`` maps each of ``TENSORS`` to its tensor with a batch
-    dimension of 1, as the encoders return them (stored without it)."""
+              tensors: dict[str, torch.Tensor], augment: str = "") -> dict:
+    """The ``CACHE_SCHEMA`` row of one clip (or one augmented variant of it: ``augment`` the JSON of what was
+    applied); ``tensors`` maps each of ``TENSORS`` to its tensor with a batch dimension of 1, as the encoders
+    return them (stored without it)."""
     missing = [n for n in TENSORS if n not in tensors]
     if missing:
         raise ValueError(f"cache row of {clip_id} lacks {', '.join(missing)}")
     row = {"clip_id": clip_id, "scene_id": scene_id, "status": status, "num_frames": int(num_frames),
-           "prompt": prompt}
+           "prompt": prompt, "augment": augment}
     for name in TENSORS:
         t = tensors[name]
         if t.ndim < 2 or t.shape[0] != 1:
@@ -106,8 +114,9 @@ class LatentCacheDataset(IterableDataset):
 
     Work is split by Parquet row group over every committed shard of ``dirs`` (in order): each (rank,
     DataLoader worker) pair reads a disjoint, deterministic subset, so one epoch over all of them yields every
-    clip exactly once (``training.torch_dataset``'s scheme). Every cache must have been built with the same
-    ConditionSpec and model (``spec``, ``model``), so that the samples agree with each other and with inference.
+    row exactly once (each clip and each of its augmented variants; ``training.torch_dataset``'s scheme). Every
+    cache must have been built with the same ConditionSpec and model (``spec``, ``model``), so that the samples
+    agree with each other and with inference.
     """
 
     def __init__(self, dirs: list[str | Path], rank: int | None = None, world_size: int | None = None,
@@ -138,7 +147,7 @@ class LatentCacheDataset(IterableDataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        """Cached clips in all caches (all ranks together)."""
+        """Cached samples (rows: clips and their augmented variants) in all caches (all ranks together)."""
         return sum(pq.ParquetFile(p).metadata.num_rows for p in dict.fromkeys(p for p, _ in self.units))
 
     def my_units(self) -> list[tuple[str, int]]:

@@ -195,3 +195,42 @@ def test_frames_takes_the_first_frames_of_longer_clips(cached, tmp_path):
     assert len(samples) == 3 and tuple(samples[six]["latents"].shape) == CLIP["latents"]
     assert LatentCacheDataset([out]).spec.seam_pad_px == 16 and not read_failures(out)
     shutil.rmtree(out)
+
+
+@pytest.mark.slow
+def test_augmented_cache_holds_the_clean_row_and_a_named_variant_per_clip(cached, tmp_path):
+    import pyarrow.parquet as pq
+
+    from training.augment import AugmentSpec
+    from training.cache_job import CacheSpec, run_cache
+    from training.latent_cache import TENSORS
+
+    ds, model, clean_cache, *_ = cached
+    out = tmp_path / "augmented"
+    spec = CacheSpec(model=str(model), augment=AugmentSpec(copies=1))
+    assert main(["cache-latents", str(ds), "--model", str(model), "--out", str(out), "--augment-copies", "1",
+                 "--workers", "1"]) == 1  # partial: the 6-frame clip is recorded, as without augmentation
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["clips"] == 2 and counts["rows"] == 4 and counts["cached_now"] == 2
+    again = run_cache(ds, out, spec, progress=False)  # resumed by clip id: nothing left to do
+    assert again["cached_now"] == 0 and again["rows"] == 4 and not scan_shards(out).damaged
+
+    def rows_of(folder: Path) -> dict[str, list[dict]]:
+        rows: dict[str, list[dict]] = {}
+        for shard, _ in committed_shards(folder):
+            for row in pq.read_table(shard).to_pylist():
+                rows.setdefault(row["clip_id"], []).append(row)
+        return rows
+
+    clean, augmented = rows_of(clean_cache), rows_of(out)
+    assert set(augmented) == set(clean) and all(len(r) == 2 for r in augmented.values())
+    for clip_id, (row, variant) in augmented.items():
+        (reference,) = clean[clip_id]
+        assert row == reference, "the clean row is the one cached without augmentation"
+        applied = json.loads(variant["augment"])
+        assert applied["variant"] == 1 and set(applied) == {"variant", "roll_px", "depth_factor", "depth_noise",
+                                                             "erosion_px"}
+        assert 0 <= applied["roll_px"] < 128 and 0 <= applied["erosion_px"] <= 2
+        assert [variant[f"{n}_shape"] for n in TENSORS] == [row[f"{n}_shape"] for n in TENSORS]
+        assert variant["condition"] != row["condition"] and variant["prompt"] == row["prompt"]
+    assert len(list(LatentCacheDataset([out]))) == 4
