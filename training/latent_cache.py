@@ -25,7 +25,6 @@ sample.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,11 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from dataset.store.shards import ShardWriter, committed_shards, read_manifest
 from inference.condition import ConditionSpec
-from training.torch_dataset import distributed_rank
+from training.torch_dataset import RowGroupDataset
 
 TENSORS = ("latents", "condition", "text", "image")
 """The stored tensors, in schema order; each has a ``NAME`` bytes column and a ``NAME_shape`` column."""
@@ -108,7 +106,7 @@ def read_cache_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-class LatentCacheDataset(IterableDataset):
+class LatentCacheDataset(RowGroupDataset):
     """Cached samples as dicts: ``clip_id`` str and float32 tensors ``latents`` (16, F_lat, h, w), ``condition``
     (20, F_lat, h, w), ``text`` (512, D_text), ``image`` (N_img, D_img).
 
@@ -136,33 +134,11 @@ class LatentCacheDataset(IterableDataset):
         """The ConditionSpec every cache was built with (train-video records it beside its checkpoints)."""
         self.model = manifests[0]["model"]
         """The model folder (or ``tiny``) the caches were encoded with."""
-        self.rank, self.world_size = rank, world_size
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.units = [(str(p), g) for d in self.dirs for p, _ in committed_shards(d)
-                      for g in range(pq.ParquetFile(p).num_row_groups)]
-        """(shard path, row group) work units in a fixed order."""
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the shuffle order (call before each epoch, as with DistributedSampler)."""
-        self.epoch = epoch
+        super().__init__([p for d in self.dirs for p, _ in committed_shards(d)], shuffle, seed, rank, world_size)
 
     def __len__(self) -> int:
         """Cached samples (rows: clips and their augmented variants) in all caches (all ranks together)."""
         return sum(pq.ParquetFile(p).metadata.num_rows for p in dict.fromkeys(p for p, _ in self.units))
-
-    def my_units(self) -> list[tuple[str, int]]:
-        """The row groups this rank and DataLoader worker read."""
-        auto_rank, auto_world = distributed_rank()
-        rank = auto_rank if self.rank is None else self.rank
-        world = auto_world if self.world_size is None else self.world_size
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is outside world size {world}")
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        units = list(self.units)
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(units)
-        return units[rank * workers + worker :: world * workers]
 
     def __iter__(self) -> Iterator[dict]:
         columns = ["clip_id"] + [c for n in TENSORS for c in (n, f"{n}_shape")]

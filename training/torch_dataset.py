@@ -38,19 +38,15 @@ def distributed_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-class PanoClipDataset(IterableDataset):
-    """Clips as dicts of tensors: ``frames`` (T, H, W, 3) uint8, ``depth`` (T, H, W) float32 metres,
-    ``c2w`` (T, 4, 4) float64, plus ``clip_id``, ``scene_id``, ``caption``, ``status``."""
+class RowGroupDataset(IterableDataset):
+    """An iterable dataset over the row groups of Parquet shards, split between ranks and DataLoader workers as
+    the module doc says; subclasses iterate ``my_units()``."""
 
-    def __init__(self, path: str | Path, status: str | None = None, scene: str | None = None,
-                 with_frames: bool = True, with_depth: bool = True, shuffle: bool = False, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None) -> None:
-        self.path = Path(path)
-        self.status, self.scene = status, scene
-        self.with_frames, self.with_depth = with_frames, with_depth
+    def __init__(self, shards: list[str | Path], shuffle: bool = False, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None) -> None:
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.rank, self.world_size = rank, world_size
-        self.units = [(str(p), g) for p in PanoDataset(path).shards for g in range(pq.ParquetFile(p).num_row_groups)]
+        self.units = [(str(p), g) for p in shards for g in range(pq.ParquetFile(p).num_row_groups)]
         """(shard path, row group) work units in a fixed order."""
 
     def set_epoch(self, epoch: int) -> None:
@@ -70,6 +66,19 @@ class PanoClipDataset(IterableDataset):
         if self.shuffle:
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(units)
         return units[rank * workers + worker :: world * workers]
+
+
+class PanoClipDataset(RowGroupDataset):
+    """Clips as dicts of tensors: ``frames`` (T, H, W, 3) uint8, ``depth`` (T, H, W) float32 metres,
+    ``c2w`` (T, 4, 4) float64, plus ``clip_id``, ``scene_id``, ``caption``, ``status``."""
+
+    def __init__(self, path: str | Path, status: str | None = None, scene: str | None = None,
+                 with_frames: bool = True, with_depth: bool = True, shuffle: bool = False, seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__(PanoDataset(path).shards, shuffle, seed, rank, world_size)
+        self.path = Path(path)
+        self.status, self.scene = status, scene
+        self.with_frames, self.with_depth = with_frames, with_depth
 
     def __iter__(self) -> Iterator[dict]:
         for shard, group in self.my_units():
