@@ -44,6 +44,7 @@ from inference.condition import (
 from inference.flow import NUM_TRAIN_TIMESTEPS, SHIFT, euler_step, sampling_sigmas
 from inference.guidance import DEFAULT_THRESHOLD, GuidanceInputs
 from inference.metrics import GENERATION_CLIP, GENERATION_VIDEO
+from inference.wan import compute_dtype
 
 if TYPE_CHECKING:
     from inference.wan import WanComponents
@@ -139,8 +140,7 @@ def sample_latents(transformer: torch.nn.Module, inputs: ConditionInputs, negati
     ``cat(sample, condition)`` in its own dtype and ``timestep = 1000 sigma``; the sample stays float32."""
     from tqdm import tqdm
 
-    param = next(transformer.parameters())
-    device, dtype = param.device, param.dtype
+    device, dtype = next(transformer.parameters()).device, compute_dtype(transformer)
     condition = inputs.condition.to(device, dtype)
     image = inputs.image_embeds.to(device, dtype)
     texts = [inputs.prompt_embeds.to(device, dtype)]

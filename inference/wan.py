@@ -111,6 +111,15 @@ def as_dtype(dtype: torch.dtype | str) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}") from None
 
 
+def compute_dtype(transformer: torch.nn.Module) -> torch.dtype:
+    """The dtype a (possibly DDP-wrapped) diffusers transformer computes in: its weights' dtype, not that of the
+    modules diffusers keeps in fp32 (``scale_shift_table`` comes first) nor of fp32 LoRA weights. Any other module:
+    its first parameter's dtype."""
+    model = getattr(transformer, "module", transformer)
+    dtype = getattr(model, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else next(model.parameters()).dtype
+
+
 def default_device() -> torch.device:
     """The first CUDA GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,9 +132,9 @@ def load_wan(path_or_preset: str | Path, dtype: torch.dtype | str | None = None,
     ``device`` defaults to the GPU when there is one; ``dtype`` (transformer and text encoder) to bf16 on a GPU
     and fp32 on a CPU. The VAE and the image encoder are fp32 always. ``parts`` (a subset of ``PARTS``) names the
     weighted components to load, the others are None and need not be in the folder: caching latents needs no
-    transformer (28 GB in bf16 for 14B), training needs only the transformer. Every model is in eval mode with
-    frozen weights (training adds its LoRA parameters on top). The preset name ``tiny`` shadows a folder of that
-    name.
+    transformer (33 GB in bf16 for the 14B model), training needs only the transformer. Every model is in eval
+    mode with frozen weights (training adds its LoRA parameters on top). The preset name ``tiny`` shadows a folder
+    of that name.
     """
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

@@ -2,9 +2,10 @@
 
 One loop serves every way of running it: a single process, ``torchrun`` (DDP over ``torch.distributed``: gloo on
 CPUs, nccl on GPUs) and Ray Train (``train_video_ray``: Ray's ``TorchTrainer`` starts the processes and the
-process group, then each runs the same loop). FSDP (sharding the 14B base over GPUs) is not done yet: DDP keeps
-a full bf16 base (28 GB for 14B) on every GPU, which fits H100/H200-class cards; FSDP is the documented next step
-for smaller cards.
+process group, then each runs the same loop). ``sharding: ddp`` keeps the whole bf16 base (16.4 B parameters,
+33 GB) on every GPU, which fits H100/H200-class cards; ``sharding: fsdp`` shards the base and the LoRA over the
+processes with FSDP2 (``fully_shard`` per transformer block, then the root; compute in the base's dtype,
+gradients reduced in fp32), for cards that cannot hold the whole base. Both give the single-process run's losses.
 
 The loss is Matrix-3D's (DiffSynth's Wan trainer): per sample a noise level drawn uniformly from the 1000-point
 shifted grid (``inference.flow.draw_training_points``), ``x_sigma = (1 - sigma) x0 + sigma noise``, the target
@@ -21,7 +22,8 @@ Output folder::
     OUT/train_spec.json                   the spec as run (a rerun must match it, except steps and intervals)
     OUT/condition.json                    the ConditionSpec of the data (inference reads it back)
     OUT/metrics.jsonl                     one JSON object per step: step, loss, grad_norm, lr, seconds
-    OUT/checkpoints/step-N/               adapter.safetensors, optimizer.pt, state.pt (step + RNG states)
+    OUT/checkpoints/step-N/               adapter.safetensors, optimizer.pt (fsdp: optimizer-rank-R.pt per
+                                          process), state.pt (step, RNG states, world size)
     OUT/pytorch_lora_weights.safetensors  the final LoRA, diffusers' ``load_lora_weights`` format
 
 A rerun with the same OUT resumes from the newest checkpoint (written to a temporary folder and renamed, so a
@@ -50,6 +52,7 @@ from pydantic import Field
 from dataset.core.jobspec import JobError, StrictModel
 from inference.condition import ConditionSpec, write_condition_spec
 from inference.flow import NUM_TRAIN_TIMESTEPS, SHIFT, add_noise, draw_training_points, velocity_target
+from inference.wan import compute_dtype
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
 """LoRA targets: diffusers' names of Matrix-3D's (DiffSynth's) ``q, k, v, o, ffn.0, ffn.2``, in the self- and the
@@ -113,6 +116,8 @@ class TrainVideoSpec(StrictModel):
     """Global batch: samples per step over all processes (must divide by the number of processes)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """Base weights' dtype: ``auto`` = bf16 on a GPU, fp32 on a CPU; LoRA weights are fp32 always."""
+    sharding: Literal["ddp", "fsdp"] = "ddp"
+    """Several processes: ``ddp`` replicates the base on each, ``fsdp`` shards it (and the LoRA) over them."""
     gradient_checkpointing: bool = True
     """Recompute the blocks' activations in the backward pass (much less memory, ~30% more time)."""
     checkpoint_every: int = Field(500, ge=1)
@@ -198,7 +203,7 @@ def flow_loss(transformer, batch: dict[str, torch.Tensor], noise: torch.Tensor, 
               weight: torch.Tensor) -> torch.Tensor:
     """Matrix-3D's weighted flow-matching loss of one batch (fp32 scalar): ``mean_b(weight_b * MSE_b)``."""
     x0 = batch["latents"]
-    dtype = next(p for p in transformer.parameters() if not p.requires_grad).dtype
+    dtype = compute_dtype(transformer)
     noisy = add_noise(x0, noise, sigma)
     pred = transformer(hidden_states=torch.cat([noisy, batch["condition"]], dim=1).to(dtype),
                        timestep=(sigma * NUM_TRAIN_TIMESTEPS).to(x0.device),
@@ -307,41 +312,83 @@ def _check_rerun(out: Path, spec: TrainVideoSpec) -> None:
                                   f"{new.get(key)!r}): use a new --out, or the same settings to resume it")
 
 
-def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int) -> Path:
-    """Write ``OUT/checkpoints/step-N`` atomically (temporary folder, then rename) and prune old ones."""
-    from peft.utils import get_peft_model_state_dict
+def _lora_params(transformer) -> dict[str, torch.nn.Parameter]:
+    """The adapter's parameters by peft's state-dict key (the parameter name without the adapter name)."""
+    return {name.replace(".default.", "."): p for name, p in transformer.named_parameters() if "lora_" in name}
+
+
+def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
+    """The adapter's full fp32 CPU tensors, keyed as peft's ``get_peft_model_state_dict``. Under FSDP every
+    process must call it (the shards are gathered)."""
+    from torch.distributed.tensor import DTensor
+
+    return {k: (p.full_tensor() if isinstance(p, DTensor) else p).detach().to("cpu", torch.float32).contiguous()
+            for k, p in _lora_params(transformer).items()}
+
+
+def _set_lora(transformer, adapter: dict[str, torch.Tensor], folder: Path) -> None:
+    """Copy full adapter tensors into the (possibly FSDP-sharded) LoRA parameters."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = _lora_params(transformer)
+    if set(adapter) != set(params):
+        extra = sorted(set(adapter) ^ set(params))[0]
+        raise TrainVideoError(f"{folder} and this adapter differ in LoRA weight {extra}: use a new --out, or the lora "
+                              "settings it was trained with")
+    with torch.no_grad():
+        for key, p in params.items():
+            full = adapter[key].to(p.dtype)
+            if isinstance(p, DTensor):
+                p.to_local().copy_(distribute_tensor(full.to(p.device), p.device_mesh, p.placements).to_local())
+            else:
+                p.copy_(full)
+
+
+def _optimizer_file(d: _Dist, sharding: str) -> str:
+    return f"optimizer-rank-{d.rank}.pt" if sharding == "fsdp" and d.world > 1 else OPTIMIZER_FILE
+
+
+def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int, d: _Dist, sharding: str) -> Path:
+    """Write ``OUT/checkpoints/step-N`` atomically (temporary folder, then rename) and prune old ones. Every
+    process calls it: under FSDP each writes its optimizer shard, rank 0 the rest."""
     from safetensors.torch import save_file
 
     folder = out / CHECKPOINTS
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step}-", dir=folder))
-    adapter = {k: v.detach().to("cpu", torch.float32).contiguous()
-               for k, v in get_peft_model_state_dict(transformer).items()}
-    save_file(adapter, tmp / ADAPTER_FILE)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    state = {"step": step, "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    torch.save(state, tmp / STATE_FILE)
-    final = folder / f"step-{step}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in _checkpoint_steps(out)[:-keep]:
-        shutil.rmtree(folder / f"step-{old}", ignore_errors=True)
+    tmp, final = folder / f".tmp-step-{step}", folder / f"step-{step}"
+    adapter = lora_state_dict(transformer)
+    if d.rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    _barrier(d)
+    if d.rank == 0 or _optimizer_file(d, sharding) != OPTIMIZER_FILE:
+        torch.save(optimizer.state_dict(), tmp / _optimizer_file(d, sharding))
+    _barrier(d)
+    if d.rank == 0:
+        save_file(adapter, tmp / ADAPTER_FILE)
+        state = {"step": step, "world": d.world, "sharding": sharding, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoint_steps(out)[:-keep]:
+            shutil.rmtree(folder / f"step-{old}", ignore_errors=True)
+    _barrier(d)
     return final
 
 
-def _load_checkpoint(folder: Path, transformer, optimizer, device: torch.device) -> int:
-    from peft.utils import set_peft_model_state_dict
+def _load_checkpoint(folder: Path, transformer, optimizer, d: _Dist, sharding: str) -> int:
     from safetensors.torch import load_file
 
-    adapter = load_file(folder / ADAPTER_FILE)
-    result = set_peft_model_state_dict(transformer, adapter)
-    if getattr(result, "unexpected_keys", None):
-        raise TrainVideoError(f"{folder} has LoRA weights this adapter lacks ({result.unexpected_keys[0]}): use a new "
-                              "--out, or the lora settings it was trained with")
-    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=device, weights_only=True))
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    sharded = _optimizer_file(d, sharding) != OPTIMIZER_FILE
+    if sharded and (state.get("world") != d.world or state.get("sharding") != sharding):
+        raise TrainVideoError(f"{folder} was written by {state.get('world')} processes with sharding "
+                              f"{state.get('sharding')}: resume an fsdp run with the same number of processes")
+    _set_lora(transformer, load_file(folder / ADAPTER_FILE), folder)
+    optimizer.load_state_dict(torch.load(folder / _optimizer_file(d, sharding), map_location=d.device,
+                                         weights_only=True))
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -356,14 +403,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def save_lora(out: Path, transformer) -> Path:
+def save_lora(out: Path, transformer, layers: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``OUT/pytorch_lora_weights.safetensors`` through diffusers' ``save_lora_weights``, with the adapter's
-    peft config as metadata (so alpha != rank loads right), replacing any older file atomically."""
+    peft config as metadata (so alpha != rank loads right), replacing any older file atomically. ``layers``: the
+    adapter's ``lora_state_dict`` when it was gathered already (FSDP)."""
     from diffusers import WanImageToVideoPipeline
-    from peft.utils import get_peft_model_state_dict
 
-    layers = {k: v.detach().to("cpu", torch.float32).contiguous()
-              for k, v in get_peft_model_state_dict(transformer).items()}
+    layers = lora_state_dict(transformer) if layers is None else layers
     with tempfile.TemporaryDirectory(prefix=".tmp-lora-", dir=out) as tmp:
         WanImageToVideoPipeline.save_lora_weights(
             tmp, transformer_lora_layers=layers, safe_serialization=True,
@@ -428,10 +474,14 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.precision)
     if dtype is None:
         dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
-    transformer = load_wan(spec.model, dtype=dtype, device=d.device, parts=("transformer",)).transformer
+    fsdp = spec.sharding == "fsdp" and d.world > 1
+    transformer = load_wan(spec.model, dtype=dtype, device="cpu" if fsdp else d.device,
+                           parts=("transformer",)).transformer
     params = add_lora(transformer, spec.lora, spec.seed)
     if spec.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
+    if fsdp:
+        params = _shard(transformer, d, dtype)
     transformer.train()
     opt = spec.optimiser
     optimizer = torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
@@ -439,13 +489,13 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
     start = 0
     done = _checkpoint_steps(out)
     if done:
-        start = _load_checkpoint(out / CHECKPOINTS / f"step-{done[-1]}", transformer, optimizer, d.device)
+        start = _load_checkpoint(out / CHECKPOINTS / f"step-{done[-1]}", transformer, optimizer, d, spec.sharding)
     metrics = out / METRICS_FILE
     if d.rank == 0:
         _truncate_metrics(metrics, start)
     _barrier(d)
     model = transformer
-    if d.world > 1:
+    if d.world > 1 and not fsdp:
         model = torch.nn.parallel.DistributedDataParallel(
             transformer, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
@@ -487,18 +537,31 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
                     print(f"train-video step {step}/{spec.steps} loss {value:.4f} ({seconds:.2f} s)",
                           file=sys.stderr, flush=True)
             if step % spec.checkpoint_every == 0 or step == spec.steps:
-                if d.rank == 0:
-                    _save_checkpoint(out, step, transformer, optimizer, spec.keep_checkpoints)
-                _barrier(d)
+                _save_checkpoint(out, step, transformer, optimizer, spec.keep_checkpoints, d, spec.sharding)
     finally:
         if log is not None:
             log.close()
+    layers = lora_state_dict(transformer)  # every process: FSDP gathers the shards
     if d.rank == 0:
-        save_lora(out, transformer)
+        save_lora(out, transformer, layers)
     _barrier(d)
     if len(times) > 1:
         result.seconds_per_step = float(np.mean(times[1:]))
     return result
+
+
+def _shard(transformer, d: _Dist, dtype: torch.dtype) -> list[torch.nn.Parameter]:
+    """FSDP2 over the process group: each transformer block, then the root, sharded onto this process's device;
+    compute in ``dtype`` (the base's), gradients reduced in fp32. Returns the trainable (sharded) LoRA parameters."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    for block in transformer.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(transformer, mesh=mesh, mp_policy=policy)
+    return [p for p in transformer.parameters() if p.requires_grad]
 
 
 def _ray_worker(config: dict) -> None:

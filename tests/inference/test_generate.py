@@ -98,6 +98,29 @@ def tiny(tiny_folder):
     return load_wan(tiny_folder, device="cpu")
 
 
+def test_a_bf16_transformer_samples_and_trains_in_bf16(tiny_folder):
+    """diffusers keeps some of the transformer's modules in fp32 (its first parameter among them): inputs must be
+    cast to the weights' dtype, for sampling and for the training loss (with fp32 LoRA weights on top)."""
+    from training.video import LoraSpec, add_lora, flow_loss
+
+    transformer = load_wan(tiny_folder, dtype="bf16", device="cpu", parts=("transformer",)).transformer
+    assert next(transformer.parameters()).dtype == torch.float32  # scale_shift_table
+    gen = torch.Generator().manual_seed(0)
+    cfg = transformer.config
+    image = torch.randn(1, 5, cfg.image_dim, generator=gen)
+    inputs = ConditionInputs(torch.randn(1, 20, 2, 4, 8, generator=gen), image,
+                             torch.randn(1, 512, cfg.text_dim, generator=gen))
+    out = sample_latents(transformer, inputs, torch.zeros_like(inputs.prompt_embeds), steps=2, cfg=3.0)
+    assert out.dtype == torch.float32 and out.shape == (1, 16, 2, 4, 8) and torch.isfinite(out).all()
+    params = add_lora(transformer, LoraSpec(rank=2, alpha=2))
+    batch = {"latents": torch.randn(1, 16, 2, 4, 8, generator=gen), "condition": inputs.condition,
+             "text": inputs.prompt_embeds, "image": inputs.image_embeds}
+    loss = flow_loss(transformer, batch, torch.randn(1, 16, 2, 4, 8, generator=gen), torch.tensor([0.5]),
+                     torch.tensor([1.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.dtype == torch.float32 and p.grad is not None for p in params)
+
+
 def smooth_panorama(frames: int = 1, h: int = 32, w: int = 64) -> np.ndarray:
     """A smooth equirect video (F, H, W, 3) uint8, continuous across its seam."""
     u = np.arange(w) / w * 2 * np.pi

@@ -1,5 +1,6 @@
 """train-video on the tiny Wan model, CPU: overfitting, LoRA round trip through diffusers, resume, the CLI on a
-latent cache, and a 2-process torchrun (gloo) run against the single-process loss curve."""
+latent cache, and 2-process torchrun (gloo) runs, DDP and FSDP2 (checkpointed and resumed), against the
+single-process loss curve."""
 
 from __future__ import annotations
 
@@ -187,7 +188,11 @@ flat = load_file(sys.argv[1])
 samples = [{"clip_id": str(i), **{n: flat[f"{i}.{n}"] for n in ("latents", "condition", "text", "image")}}
            for i in range(int(sys.argv[2]))]
 spec = TrainVideoSpec.model_validate_json(open(sys.argv[3]).read())
-train_video(spec, data=samples, condition=ConditionSpec.model_validate_json(sys.argv[4]), out=sys.argv[5])
+condition = ConditionSpec.model_validate_json(sys.argv[4])
+train_video(spec, data=samples, condition=condition, out=sys.argv[5])
+fsdp = spec.model_copy(update={"sharding": "fsdp", "checkpoint_every": 2})
+train_video(fsdp.model_copy(update={"steps": 4}), data=samples, condition=condition, out=sys.argv[5] + "-fsdp")
+train_video(fsdp, data=samples, condition=condition, out=sys.argv[5] + "-fsdp")  # resumed from its step 4
 """
 
 
@@ -210,8 +215,15 @@ def test_torchrun_two_processes_match_one(samples, tmp_path):
     print("losses, 1 process:", single.losses, "2 processes:", two)
     assert two[0] == pytest.approx(single.losses[0], rel=1e-6)  # same weights, same global batch and noise
     np.testing.assert_allclose(two, single.losses, rtol=1e-5)  # gloo all-reduce vs one mean: rounding only
-    a, b = load_file(tmp_path / "one" / LORA_FILE), load_file(tmp_path / "two" / LORA_FILE)
-    assert a.keys() == b.keys()
-    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    print("max LoRA weight difference:", diff)
-    assert diff < 1e-5
+    a = load_file(tmp_path / "one" / LORA_FILE)
+    for run in ("two", "two-fsdp"):
+        b = load_file(tmp_path / run / LORA_FILE)
+        assert a.keys() == b.keys(), run
+        diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+        print(run, "max LoRA weight difference:", diff)
+        assert diff < 1e-5, run
+    sharded = _metrics(tmp_path / "two-fsdp")  # FSDP2 over the 2 processes, checkpointed and resumed at step 4
+    assert [r["step"] for r in sharded] == list(range(1, 7))
+    np.testing.assert_allclose([r["loss"] for r in sharded], single.losses, rtol=1e-5)
+    assert {p.name for p in (tmp_path / "two-fsdp" / CHECKPOINTS / "step-6").iterdir()} == {
+        ADAPTER_FILE, "optimizer-rank-0.pt", "optimizer-rank-1.pt", "state.pt"}
