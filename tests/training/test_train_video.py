@@ -181,6 +181,7 @@ def test_configs_validate():
 
 _WORKER = """
 import sys
+import torch.distributed
 from safetensors.torch import load_file
 from inference.condition import ConditionSpec
 from training.video import TrainVideoSpec, train_video
@@ -189,10 +190,12 @@ samples = [{"clip_id": str(i), **{n: flat[f"{i}.{n}"] for n in ("latents", "cond
            for i in range(int(sys.argv[2]))]
 spec = TrainVideoSpec.model_validate_json(open(sys.argv[3]).read())
 condition = ConditionSpec.model_validate_json(sys.argv[4])
+torch.distributed.init_process_group("gloo")  # one group for the three runs (train_video then joins it as is)
 train_video(spec, data=samples, condition=condition, out=sys.argv[5])
 fsdp = spec.model_copy(update={"sharding": "fsdp", "checkpoint_every": 2})
 train_video(fsdp.model_copy(update={"steps": 4}), data=samples, condition=condition, out=sys.argv[5] + "-fsdp")
 train_video(fsdp, data=samples, condition=condition, out=sys.argv[5] + "-fsdp")  # resumed from its step 4
+torch.distributed.destroy_process_group()
 """
 
 
