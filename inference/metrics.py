@@ -132,6 +132,29 @@ def ssim(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(frame_ssim(pred, gt).mean())
 
 
+def torch_ssim(pred, gt):
+    """(N,) differentiable SSIM of image batches (N, H, W, 3) with values in [0, 1]: ``frame_ssim``'s window and
+    constants (data range 1), for training losses; equals ``frame_ssim`` of the same images scaled to 0..255."""
+    import torch
+    import torch.nn.functional as F
+
+    r = SSIM_RADIUS
+    g = torch.exp(-(torch.arange(-r, r + 1, dtype=pred.dtype, device=pred.device) ** 2) / (2 * SSIM_SIGMA**2))
+    g = g / g.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    a, b = pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)
+    channels = a.shape[1]
+    wx, wy = g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), g.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+    def blur(x):  # separable window, valid region only
+        return F.conv2d(F.conv2d(x, wx, groups=channels), wy, groups=channels)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    s_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s_map.flatten(1).mean(1)
+
+
 # ============================================================================================== weights
 
 

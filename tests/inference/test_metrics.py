@@ -54,6 +54,16 @@ def test_ssim_is_one_for_identical_frames_and_matches_the_closed_form_on_flat_fr
     assert M.ssim(a, b) == pytest.approx((2 * 100 * 120 + c1) / (100**2 + 120**2 + c1), rel=1e-12)
 
 
+def test_torch_ssim_equals_the_numpy_ssim_and_has_gradients(clip):
+    frames = clip[0][:3]
+    pred_frames = noisy(frames, 30)
+    pred = torch.tensor(pred_frames / 255.0, requires_grad=True)
+    ours = M.torch_ssim(pred, torch.tensor(frames / 255.0))
+    np.testing.assert_allclose(ours.detach().numpy(), M.frame_ssim(pred_frames, frames), rtol=1e-9)
+    (1 - ours).mean().backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
 def test_frame_metrics_reject_mismatched_videos(clip):
     with pytest.raises(ValueError, match="differ"):
         M.psnr(clip[0][:3], clip[0][:2])
