@@ -109,24 +109,35 @@ def depth_points(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, indices
 
 def init_gaussians(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, indices: Sequence[int],
                    max_points: int = 200_000, threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
-                   neighbours: int = 3) -> Gaussians:
+                   neighbours: int = 3, opacity: float = INIT_OPACITY) -> Gaussians:
     """Isotropic Gaussians on the keyframes' depth points (``depth_points``; at most ``max_points``, drawn
-    uniformly with ``seed``): colour of their pixel, opacity ``INIT_OPACITY``, standard deviation the mean
-    distance to their ``neighbours`` nearest points (as 3DGS initialises from SfM points)."""
+    uniformly with ``seed``): colour of their pixel, ``opacity`` (3DGS starts SfM points at ``INIT_OPACITY``; dense
+    exact depth is a surface already and may start nearly opaque), standard deviation the mean
+    distance to their ``neighbours`` nearest points of the same keyframe (as 3DGS initialises from SfM points;
+    within one keyframe, because nearby keyframes see nearly the same points and would make every Gaussian far
+    smaller than a pixel's footprint)."""
     from scipy.spatial import cKDTree
 
-    points, colours = depth_points(frames, depth, c2w, indices, threshold)
-    if len(points) == 0:
+    points, colours, spacing = [], [], []
+    for i in indices:
+        p, c = depth_points(frames, depth, c2w, [i], threshold)
+        if len(p) > 1:
+            k = min(neighbours + 1, len(p))
+            dist, _ = cKDTree(p).query(p, k=k)
+            spacing.append(dist[:, 1:].mean(axis=1))
+            points.append(p)
+            colours.append(c)
+    if not points:
         raise ValueError("the keyframes have no depth to initialise from (every pixel is sky or a depth edge)")
+    points, colours, spacing = np.concatenate(points), np.concatenate(colours), np.concatenate(spacing)
     if len(points) > max_points:
         pick = np.sort(np.random.default_rng(seed).choice(len(points), max_points, replace=False))
-        points, colours = points[pick], colours[pick]
-    k = min(neighbours + 1, len(points))
-    dist, _ = cKDTree(points).query(points, k=k)
-    spacing = dist[:, 1:].mean(axis=1) if k > 1 else np.full(len(points), 0.01)
+        points, colours, spacing = points[pick], colours[pick], spacing[pick]
     spacing = np.maximum(spacing, 1e-4)
     n = len(points)
-    logit = float(np.log(INIT_OPACITY / (1 - INIT_OPACITY)))
+    if not 0 < opacity < 1:
+        raise ValueError(f"initial opacity {opacity} must be between 0 and 1")
+    logit = float(np.log(opacity / (1 - opacity)))
     return Gaussians(means=torch.tensor(points, dtype=torch.float32),
                      log_scales=torch.tensor(np.log(spacing), dtype=torch.float32)[:, None].repeat(1, 3),
                      quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
