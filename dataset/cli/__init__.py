@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataset.cli import cache, curation, datasets, generate, guidance, scenes, train, unreal, video
+from dataset.cli import cache, curation, datasets, generate, guidance, reconstruct, scenes, train, unreal, video, view
 from dataset.cli.common import EXIT_OK, EXIT_USAGE, CliError
 from dataset.core.jobspec import JobError
 from dataset.core.scene import SceneError
@@ -15,7 +15,8 @@ __all__ = ["CliError", "build_parser", "main"]
 SUBCOMMANDS = (scenes.add_render, scenes.add_sample, datasets.add_build, datasets.add_verify, datasets.add_stats,
                curation.add_annotate, curation.add_review, curation.add_export, unreal.add_unreal,
                guidance.add_guidance, generate.add_generate,
-               cache.add_cache_latents, train.add_train_video, video.add_eval_video, scenes.add_scenes,
+               cache.add_cache_latents, train.add_train_video, video.add_eval_video, reconstruct.add_reconstruct,
+               reconstruct.add_eval_recon, view.add_view, scenes.add_scenes,
                scenes.add_demo)
 """Each subcommand's parser registration, in the order ``matrix-pano --help`` lists them."""
 

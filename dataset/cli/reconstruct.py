@@ -1,0 +1,75 @@
+"""Panoramic 3D reconstruction subcommands: ``reconstruct`` (``inference.reconstruct``) and ``eval-recon``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dataset.cli.common import number_flag
+
+HEADLINE = ("psnr", "ssim", "lpips")
+"""The metrics printed on the command's one line, for the reconstruction and each baseline."""
+
+
+def _line(metrics: dict, **extra) -> str:
+    def short(m: dict) -> dict:
+        return {k: None if m[k] is None else round(m[k], 4) for k in HEADLINE}
+
+    return json.dumps({**short(metrics), "baselines": {b: short(m) for b, m in metrics["baselines"].items()},
+                       **extra})
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from dataset.core.jobspec import load_yaml_spec
+    from inference.reconstruct import ReconConfig, clip_inputs, reconstruct_clip
+
+    cfg = load_yaml_spec(args.config, ReconConfig, "reconstruct config") if args.config else ReconConfig()
+    if args.iterations is not None:
+        opt = cfg.opt
+        scale = args.iterations / opt.iterations  # the densify schedule keeps its place in the run
+        cfg = cfg.model_copy(update={"opt": opt.model_copy(update={
+            "iterations": args.iterations, "densify_from": int(opt.densify_from * scale),
+            "densify_until": int(opt.densify_until * scale),
+            "densify_every": max(1, int(opt.densify_every * scale))})})
+    if args.crop_size is not None:
+        cfg = cfg.model_copy(update={"crop_size": args.crop_size})
+    frames, depth, c2w, source = clip_inputs(*args.from_clip)
+    metrics = reconstruct_clip(frames, depth, c2w, args.out, cfg, lpips_weights=args.lpips_weights,
+                               backend=args.backend, progress=not args.quiet, source=source)
+    print(_line(metrics, gaussians=metrics["gaussians"], seconds=metrics["seconds"]["total"], out=str(args.out)))
+
+
+def cmd_eval_recon(args: argparse.Namespace) -> None:
+    from inference.reconstruct import eval_folder
+
+    metrics = eval_folder(args.dir, args.lpips_weights)
+    out = Path(args.out) if args.out else Path(args.dir) / "eval" / "metrics.json"
+    out.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    print(_line(metrics, views=metrics["views"], out=str(out)))
+
+
+def add_reconstruct(sub) -> None:
+    p = sub.add_parser("reconstruct", help="lift a panoramic clip into 3D Gaussians (scene.ply), evaluated on "
+                                           "held-out frames against the point-cloud and panorama-mesh baselines")
+    p.add_argument("--from-clip", nargs=2, metavar=("DATASET", "CLIP_ID"), required=True,
+                   help="a committed dataset clip: its frames, exact depth and poses")
+    p.add_argument("--method", choices=["opt"], default="opt", help="opt: 3D Gaussian optimisation (Matrix-3D)")
+    p.add_argument("--config", help="ReconConfig YAML (keyframe_every, crop_size, max_points, opt: {...})")
+    p.add_argument("--iterations", type=number_flag(int, ge=1, le=1_000_000),
+                   help="optimiser steps (the densify schedule scales with them); default 3000")
+    p.add_argument("--crop-size", type=number_flag(int, ge=16, le=4096), help="crop side in pixels (default 512)")
+    p.add_argument("--lpips-weights", type=Path, help="LPIPS weights (as eval-video); without them lpips is null")
+    p.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto",
+                   help="rasterizer: gsplat on a CUDA GPU, the PyTorch reference elsewhere")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_reconstruct)
+
+
+def add_eval_recon(sub) -> None:
+    p = sub.add_parser("eval-recon", help="recompute a reconstruction's PSNR/SSIM/LPIPS table from DIR/eval/")
+    p.add_argument("dir", help="a matrix-pano reconstruct output folder")
+    p.add_argument("--lpips-weights", type=Path, help="LPIPS weights (as eval-video)")
+    p.add_argument("--out", help="metrics file to write (default DIR/eval/metrics.json)")
+    p.set_defaults(func=cmd_eval_recon)
