@@ -178,5 +178,44 @@ def clip_inputs(dataset: str | Path, clip_id: str) -> tuple[np.ndarray, np.ndarr
                                                     "scene": clip.row["scene"]}
 
 
+def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth_dir: str | Path | None = None,
+                 depth_model: str | Path | None = None, reference_depth: str | Path | None = None,
+                 device: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Frames, keyframe range depth (other frames 0) and poses of a panoramic video (e.g. ``matrix-pano generate``'s
+    ``video.mp4`` + ``cameras.json``). Depth comes from ``depth_dir`` (``NNNN.npy`` range in metres per keyframe,
+    e.g. exact depth) or from the estimator at ``depth_model`` (a transformers folder or ``tiny``;
+    ``inference.depth_estimate``), aligned across keyframes by scale and shift and, with ``reference_depth`` (an
+    ``.npy`` of frame 0's metric range, e.g. ``generate --depth``), to metres."""
+    from dataset.core.codecs import decode_mp4
+    from dataset.core.trajectories import read_trajectory_file
+
+    frames = decode_mp4(Path(video).read_bytes())
+    c2w = read_trajectory_file(cameras).c2w
+    if len(c2w) != len(frames):
+        raise ValueError(f"{cameras} has {len(c2w)} poses for the {len(frames)} frames of {video}: give one per frame")
+    keys = np.arange(0, len(frames), cfg.keyframe_every)
+    depth = np.zeros(frames.shape[:3], np.float32)
+    if (depth_dir is None) == (depth_model is None):
+        raise ValueError("a video needs its depth: give --depth DIR (NNNN.npy per keyframe) or --depth-model PATH|tiny")
+    if depth_dir is not None:
+        for k in keys:
+            path = Path(depth_dir) / f"{int(k):04d}.npy"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist: --depth needs NNNN.npy range depth of every keyframe "
+                                        f"({', '.join(f'{int(i):04d}' for i in keys)})")
+            depth[k] = np.load(path, allow_pickle=False)
+        source = {"depth": str(depth_dir)}
+    else:
+        from inference.depth_estimate import align_keyframe_depths, estimate_panorama_depth, load_depth_estimator
+
+        estimator = load_depth_estimator(depth_model, device=device)
+        relative = np.stack([estimate_panorama_depth(estimator, frames[k]) for k in keys])
+        reference = None if reference_depth is None else np.load(reference_depth, allow_pickle=False)
+        depth[keys] = align_keyframe_depths(relative, c2w[keys], reference)
+        source = {"depth_model": str(depth_model), "reference_depth": None if reference_depth is None
+                  else str(reference_depth)}
+    return frames, depth, c2w, {"video": str(video), "cameras": str(cameras), **source}
+
+
 __all__ = ["BASELINES", "ReconConfig", "clip_inputs", "eval_folder", "image_metrics", "mesh_baseline",
-           "reconstruct_clip"]
+           "reconstruct_clip", "video_inputs"]

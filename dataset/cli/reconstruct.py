@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dataset.cli.common import number_flag
+from dataset.cli.common import CliError, number_flag
 
 HEADLINE = ("psnr", "ssim", "lpips")
 """The metrics printed on the command's one line, for the reconstruction and each baseline."""
@@ -22,7 +22,7 @@ def _line(metrics: dict, **extra) -> str:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from dataset.core.jobspec import load_yaml_spec
-    from inference.reconstruct import ReconConfig, clip_inputs, reconstruct_clip
+    from inference.reconstruct import ReconConfig, clip_inputs, reconstruct_clip, video_inputs
 
     cfg = load_yaml_spec(args.config, ReconConfig, "reconstruct config") if args.config else ReconConfig()
     if args.iterations is not None:
@@ -34,7 +34,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             "densify_every": max(1, int(opt.densify_every * scale))})})
     if args.crop_size is not None:
         cfg = cfg.model_copy(update={"crop_size": args.crop_size})
-    frames, depth, c2w, source = clip_inputs(*args.from_clip)
+    if (args.from_clip is None) == (args.video is None):
+        raise CliError("give --from-clip DATASET CLIP_ID, or --video MP4 --cameras JSON with --depth or --depth-model")
+    if args.video is not None:
+        if args.cameras is None:
+            raise CliError("--video needs --cameras JSON (one pose per frame, e.g. generate's cameras.json)")
+        frames, depth, c2w, source = video_inputs(args.video, args.cameras, cfg, args.depth, args.depth_model,
+                                                  args.reference_depth, args.device)
+    else:
+        frames, depth, c2w, source = clip_inputs(*args.from_clip)
     metrics = reconstruct_clip(frames, depth, c2w, args.out, cfg, lpips_weights=args.lpips_weights,
                                backend=args.backend, progress=not args.quiet, source=source)
     print(_line(metrics, gaussians=metrics["gaussians"], seconds=metrics["seconds"]["total"], out=str(args.out)))
@@ -52,8 +60,16 @@ def cmd_eval_recon(args: argparse.Namespace) -> None:
 def add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="lift a panoramic clip into 3D Gaussians (scene.ply), evaluated on "
                                            "held-out frames against the point-cloud and panorama-mesh baselines")
-    p.add_argument("--from-clip", nargs=2, metavar=("DATASET", "CLIP_ID"), required=True,
+    p.add_argument("--from-clip", nargs=2, metavar=("DATASET", "CLIP_ID"),
                    help="a committed dataset clip: its frames, exact depth and poses")
+    p.add_argument("--video", help="a panoramic video (e.g. generate's video.mp4) instead of a dataset clip")
+    p.add_argument("--cameras", help="its poses: Matrix-3D cameras.json or our trajectory JSON, one per frame")
+    p.add_argument("--depth", help="folder of NNNN.npy range depth (metres) per keyframe of --video")
+    p.add_argument("--depth-model", help="depth estimator for --video: a transformers depth-estimation folder or "
+                                         "'tiny' (keyframes aligned by scale and shift)")
+    p.add_argument("--reference-depth", help="frame 0's metric range depth .npy (e.g. generate --depth), so the "
+                                             "estimated depth is in metres")
+    p.add_argument("--device", help="torch device of the depth estimator (default: cuda when available)")
     p.add_argument("--method", choices=["opt"], default="opt", help="opt: 3D Gaussian optimisation (Matrix-3D)")
     p.add_argument("--config", help="ReconConfig YAML (keyframe_every, crop_size, max_points, opt: {...})")
     p.add_argument("--iterations", type=number_flag(int, ge=1, le=1_000_000),

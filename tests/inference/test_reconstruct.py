@@ -71,3 +71,29 @@ def test_bad_inputs_are_one_line_errors(dataset, tmp_path, capsys):
     assert "no committed clip 'nope'" in capsys.readouterr().err
     assert main(["eval-recon", str(tmp_path / "absent")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reconstruct_a_generated_video_with_estimated_depth(dataset, tmp_path, capsys):
+    """The tiny video model's output (generate --from-clip), its depth from the tiny random-weight estimator through
+    the real loading and alignment code, frame 0 aligned to the clip's own depth."""
+    from dataset.store.reader import PanoDataset
+    from inference.wan import save_tiny
+
+    gen = tmp_path / "gen"
+    assert main(["generate", "--from-clip", str(dataset), "walk", "--frames", "9", "--prompt", "a room", "--model",
+                 str(save_tiny(tmp_path / "wan")), "--steps", "2", "--quiet", "--out", str(gen)]) == 0
+    np.save(tmp_path / "depth0.npy", next(PanoDataset(dataset).clips()).depth()[0])
+    (tmp_path / "small.yaml").write_text("max_points: 3000\neval_every: 3\n")
+    out = tmp_path / "recon"
+    assert main(["reconstruct", "--video", str(gen / "video.mp4"), "--cameras", str(gen / "cameras.json"),
+                 "--depth-model", "tiny", "--reference-depth", str(tmp_path / "depth0.npy"), "--config",
+                 str(tmp_path / "small.yaml"), "--iterations", "20", "--crop-size", "16", "--backend", "torch",
+                 "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["keyframes"] == [0, 5] and m["source"]["depth_model"] == "tiny" and np.isfinite(m["psnr"])
+    assert (out / "scene.ply").is_file() and m["gaussians"] > 0
+    assert main(["reconstruct", "--video", str(gen / "video.mp4"), "--cameras", str(gen / "cameras.json"),
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "needs its depth" in capsys.readouterr().err
