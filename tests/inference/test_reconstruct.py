@@ -55,7 +55,13 @@ def test_reconstruct_a_dataset_clip_then_eval_recon(dataset, tmp_path, capsys):
     for baseline in ("init", "mesh"):
         assert m["psnr"] >= m["baselines"][baseline]["psnr"] + 3.0, baseline
     assert set(m["seconds"]) == {"views", "init", "optimise", "evaluate", "total"}
-    assert len(load_ply(out / "scene.ply")) == m["gaussians"]
+    means = load_ply(out / "scene.ply").means.numpy()
+    assert len(means) == m["gaussians"]
+    from dataset.sources import load_scene
+
+    sample = means[np.random.default_rng(0).choice(len(means), 2000, replace=False)]
+    near = surface_distance(load_scene("procedural:room:6x8x3"), sample) < 0.05
+    assert near.mean() > 0.8, f"only {near.mean():.2f} of the centres lie within 5 cm of the room's triangles"
     assert load_matrix3d_cameras(out / "cameras.json").shape == (FRAMES, 4, 4)
     assert sorted(p.name for p in (out / "keyframes").iterdir()) == ["0000.png", "0005.png", "0010.png"]
     assert len(list((out / "eval").glob("*_pred.png"))) == 48 and (out / "eval" / "f0001_y000_p+00_mesh.png").is_file()
@@ -97,3 +103,12 @@ def test_reconstruct_a_generated_video_with_estimated_depth(dataset, tmp_path, c
     assert main(["reconstruct", "--video", str(gen / "video.mp4"), "--cameras", str(gen / "cameras.json"),
                  "--out", str(tmp_path / "r2")]) == 2
     assert "needs its depth" in capsys.readouterr().err
+
+
+def surface_distance(scene, points: np.ndarray) -> np.ndarray:
+    """Distance of points to the scene's own triangles (trimesh's exact closest-point query)."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(scene.vertices, scene.faces, process=False)
+    return trimesh.proximity.closest_point(mesh, points)[1]
+
