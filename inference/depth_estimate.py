@@ -28,9 +28,6 @@ poses. The poses' translations must be in the reference depth's units (metres fo
 from __future__ import annotations
 
 import inspect
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +48,7 @@ from dataset.core.conventions import (
     planar_to_range,
 )
 from inference.guidance import invisible_pixels
-from inference.wan import ModelFolderError, cache_dir, default_device
+from inference.wan import ModelFolderError, cached_folder, default_device
 
 TINY = "tiny"
 """The preset name ``load_depth_estimator`` accepts instead of a folder."""
@@ -180,21 +177,8 @@ def tiny_folder(seed: int = 0) -> Path:
     into place, so concurrent first uses are safe)."""
     import transformers
 
-    final = cache_dir() / f"depth-tiny-r{TINY_REVISION}-seed{seed}-t{transformers.__version__}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
-    try:
-        save_tiny(tmp, seed)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process renamed its copy first
-            if not (final / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return cached_folder(f"depth-tiny-r{TINY_REVISION}-seed{seed}-t{transformers.__version__}", "config.json",
+                         lambda folder: save_tiny(folder, seed))
 
 
 # --- one panorama ------------------------------------------------------------------------------------------------

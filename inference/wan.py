@@ -376,17 +376,24 @@ def tiny_folder(seed: int = 0) -> Path:
     import diffusers
     import transformers
 
-    final = cache_dir() / f"wan-tiny-r{TINY_REVISION}-seed{seed}-d{diffusers.__version__}-t{transformers.__version__}"
-    if (final / "model_index.json").is_file():
+    name = f"wan-tiny-r{TINY_REVISION}-seed{seed}-d{diffusers.__version__}-t{transformers.__version__}"
+    return cached_folder(name, "model_index.json", lambda folder: save_tiny(folder, seed))
+
+
+def cached_folder(name: str, marker: str, build) -> Path:
+    """``cache_dir() / name``, built on first use by ``build(folder)`` in a temporary folder and renamed into place
+    (so concurrent first uses are safe); ``marker`` is the file whose presence says the folder is complete."""
+    final = cache_dir() / name
+    if (final / marker).is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
     try:
-        save_tiny(tmp, seed)
+        build(tmp)
         try:
             os.replace(tmp, final)
         except OSError:  # another process renamed its copy first
-            if not (final / "model_index.json").is_file():
+            if not (final / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
