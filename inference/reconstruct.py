@@ -89,9 +89,12 @@ def image_metrics(pred: np.ndarray, gt: np.ndarray, lpips_weights: str | Path | 
 
 def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out: str | Path, cfg: ReconConfig,
                      lpips_weights: str | Path | None = None, backend: str = "auto", progress: bool = True,
-                     source: dict | None = None) -> dict:
+                     source: dict | None = None, device: str | None = None) -> dict:
     """Reconstruct a panoramic clip (frames (N, H, W, 3) uint8, range depth (N, H, W) metres of at least its
-    keyframes, c2w (N, 4, 4)) into ``out``; returns metrics.json's content."""
+    keyframes, c2w (N, 4, 4)) into ``out``; returns metrics.json's content. The Gaussians live on ``device``
+    (default: the GPU when there is one, where ``auto`` picks gsplat)."""
+    import torch
+
     from dataset.core.conventions import save_matrix3d_cameras
     from inference.ply import save_ply
 
@@ -108,9 +111,10 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
     test = crop_views(frames, c2w, held, cfg.crop_size)
     seconds["views"] = time.perf_counter() - t
     t = time.perf_counter()
-    init = init_gaussians(frames, depth, c2w, keys, max_points=cfg.max_points, opacity=cfg.init_opacity)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    init = init_gaussians(frames, depth, c2w, keys, max_points=cfg.max_points, opacity=cfg.init_opacity).to(device)
     seconds["init"] = time.perf_counter() - t
-    result = optimise(init, train, cfg.opt, backend=backend, progress=progress)
+    result = optimise(init, train, cfg.opt, backend=backend, progress=progress, device=device)
     seconds["optimise"] = result.seconds
     t = time.perf_counter()
     images = {"gt": test.rgb, "pred": evaluate(result.gaussians, test, backend)["renders"],
@@ -121,7 +125,7 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval").mkdir(exist_ok=True)
     (out / "keyframes").mkdir(exist_ok=True)
-    save_ply(out / "scene.ply", result.gaussians)
+    save_ply(out / "scene.ply", result.gaussians)  # save_ply moves to the CPU
     save_matrix3d_cameras(out / "cameras.json", c2w)
     for k in keys:
         _save_png(out / "keyframes" / f"{int(k):04d}.png", frames[k])

@@ -44,7 +44,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     else:
         frames, depth, c2w, source = clip_inputs(*args.from_clip)
     metrics = reconstruct_clip(frames, depth, c2w, args.out, cfg, lpips_weights=args.lpips_weights,
-                               backend=args.backend, progress=not args.quiet, source=source)
+                               backend=args.backend, progress=not args.quiet, source=source, device=args.device)
     print(_line(metrics, gaussians=metrics["gaussians"], seconds=metrics["seconds"]["total"], out=str(args.out)))
 
 
@@ -69,7 +69,8 @@ def add_reconstruct(sub) -> None:
                                          "'tiny' (keyframes aligned by scale and shift)")
     p.add_argument("--reference-depth", help="frame 0's metric range depth .npy (e.g. generate --depth), so the "
                                              "estimated depth is in metres")
-    p.add_argument("--device", help="torch device of the depth estimator (default: cuda when available)")
+    p.add_argument("--device", help="torch device of the Gaussians and the depth estimator (default: cuda when "
+                                    "available)")
     p.add_argument("--method", choices=["opt"], default="opt", help="opt: 3D Gaussian optimisation (Matrix-3D)")
     p.add_argument("--config", help="ReconConfig YAML (keyframe_every, crop_size, max_points, opt: {...})")
     p.add_argument("--iterations", type=number_flag(int, ge=1, le=1_000_000),
