@@ -30,7 +30,7 @@ from dataset.core.scene import default_pose
 from dataset.render.embedded import EmbeddedRenderer
 from dataset.sources import load_scene
 from dataset.sources.quake3 import find_openarena_maps
-from inference.gs_opt import OptConfig, evaluate, optimise
+from inference.gs_opt import OptConfig, optimise, render_views
 from inference.recon_views import crop_views, held_out_indices, init_gaussians
 from inference.reconstruct import BASELINES, ReconConfig, image_metrics, mesh_baseline, reconstruct_clip
 
@@ -129,8 +129,8 @@ def gpu_clip(args: argparse.Namespace) -> dict:
     result = optimise(init, train, cfg.opt, backend="gsplat", device="cuda")
     seconds["optimise"] = result.seconds
     t = time.perf_counter()
-    images = {"pred": evaluate(result.gaussians, test, "gsplat")["renders"],
-              "init": evaluate(init, test, "gsplat")["renders"],
+    images = {"pred": render_views(result.gaussians, test, "gsplat"),
+              "init": render_views(init, test, "gsplat"),
               "mesh": mesh_baseline(clip.rgb[0], clip.depth[0], c2w[0], test)}
     seconds["evaluate"] = time.perf_counter() - t
     seconds["total"] = sum(v for k, v in seconds.items() if k != "render")

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from dataset.core.jobspec import StrictModel
 from inference.gaussians import Gaussians, quat_to_rotmat
-from inference.metrics import frame_psnr, frame_ssim, torch_ssim
+from inference.metrics import torch_ssim
 from inference.recon_views import CropViews
 
 
@@ -186,9 +186,8 @@ def _densify(params: dict[str, torch.nn.Parameter], grads: torch.Tensor, cfg: Op
     return _params(out.index(keep))
 
 
-def evaluate(gaussians: Gaussians, views: CropViews, backend: str = "auto") -> dict:
-    """PSNR and SSIM of the Gaussians rendered at ``views`` against their images, and the renders (V, S, S, 3)
-    uint8."""
+def render_views(gaussians: Gaussians, views: CropViews, backend: str = "auto") -> np.ndarray:
+    """(V, S, S, 3) uint8: the Gaussians rendered at ``views`` (what is evaluated against ``views.rgb``)."""
     from inference.rasterize import rasterize
 
     size = views.rgb.shape[1]
@@ -196,9 +195,7 @@ def evaluate(gaussians: Gaussians, views: CropViews, backend: str = "auto") -> d
     with torch.no_grad():
         renders = [rasterize(gaussians, torch.tensor(c, dtype=torch.float32), K, size, size, backend=backend).rgb[0]
                    for c in views.c2w]
-    pred = (torch.stack(renders).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return {"psnr": float(np.minimum(frame_psnr(pred, views.rgb), 100.0).mean()),
-            "ssim": float(frame_ssim(pred, views.rgb).mean()), "renders": pred}
+    return (torch.stack(renders).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-__all__ = ["OptConfig", "OptResult", "evaluate", "optimise", "scene_extent", "view_loss"]
+__all__ = ["OptConfig", "OptResult", "optimise", "render_views", "scene_extent", "view_loss"]

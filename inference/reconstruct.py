@@ -29,8 +29,15 @@ import numpy as np
 from pydantic import Field
 
 from dataset.core.jobspec import StrictModel
-from inference.gs_opt import OptConfig, evaluate, optimise
-from inference.recon_views import KEYFRAME_EVERY, CropViews, crop_views, held_out_indices, init_gaussians
+from inference.gs_opt import OptConfig, optimise, render_views
+from inference.recon_views import (
+    KEYFRAME_EVERY,
+    CropViews,
+    crop_views,
+    held_out_indices,
+    init_gaussians,
+    keyframe_indices,
+)
 
 BASELINES = ("init", "mesh")
 """The baselines rendered at the held-out views beside the reconstruction."""
@@ -103,7 +110,7 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
         raise ValueError(f"a clip of {len(frames)} frame cannot be evaluated: reconstruction needs held-out frames")
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    keys = np.arange(0, len(frames), cfg.keyframe_every)
+    keys = keyframe_indices(len(frames), cfg.keyframe_every)
     held = held_out_indices(len(frames), cfg.keyframe_every)[::cfg.eval_every]
     if len(held) == 0:
         raise ValueError(f"keyframe_every {cfg.keyframe_every} leaves no held-out frame in a {len(frames)}-frame clip")
@@ -117,8 +124,8 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
     result = optimise(init, train, cfg.opt, backend=backend, progress=progress, device=device)
     seconds["optimise"] = result.seconds
     t = time.perf_counter()
-    images = {"gt": test.rgb, "pred": evaluate(result.gaussians, test, backend)["renders"],
-              "init": evaluate(init, test, backend)["renders"],
+    images = {"gt": test.rgb, "pred": render_views(result.gaussians, test, backend),
+              "init": render_views(init, test, backend),
               "mesh": mesh_baseline(frames[0], depth[0], c2w[0], test)}
     seconds["evaluate"] = time.perf_counter() - t
 
@@ -197,7 +204,7 @@ def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth
     c2w = read_trajectory_file(cameras).c2w
     if len(c2w) != len(frames):
         raise ValueError(f"{cameras} has {len(c2w)} poses for the {len(frames)} frames of {video}: give one per frame")
-    keys = np.arange(0, len(frames), cfg.keyframe_every)
+    keys = keyframe_indices(len(frames), cfg.keyframe_every)
     depth = np.zeros(frames.shape[:3], np.float32)
     if (depth_dir is None) == (depth_model is None):
         raise ValueError("a video needs its depth: give --depth DIR (NNNN.npy per keyframe) or --depth-model PATH|tiny")
