@@ -76,16 +76,6 @@ def walk(renderer: EmbeddedRenderer, start: np.ndarray, frames: int, step: float
     return np.stack(poses)
 
 
-def recipe(iterations: int) -> OptConfig:
-    """Matrix-3D's recipe in ``iterations`` steps, the densify schedule scaled with them (as ``matrix-pano
-    reconstruct --iterations``)."""
-    opt = OptConfig()
-    scale = iterations / opt.iterations
-    return opt.model_copy(update={"iterations": iterations, "densify_from": int(opt.densify_from * scale),
-                                  "densify_until": int(opt.densify_until * scale),
-                                  "densify_every": max(1, int(opt.densify_every * scale))})
-
-
 def cpu_clip(source: str, args: argparse.Namespace) -> dict:
     """Render a short walk in ``source`` and reconstruct it with the reference rasterizer."""
     t = time.perf_counter()
@@ -95,7 +85,7 @@ def cpu_clip(source: str, args: argparse.Namespace) -> dict:
         clip = renderer.render(c2w, args.width)
     render_s = time.perf_counter() - t
     cfg = ReconConfig(crop_size=args.crop_size, max_points=args.max_points, eval_every=args.eval_every,
-                      opt=recipe(args.iterations))
+                      opt=OptConfig().with_iterations(args.iterations))
     with tempfile.TemporaryDirectory() as out:
         m = reconstruct_clip(clip.rgb, clip.depth, c2w, out, cfg, backend="torch", progress=False)
     return {**m, "seconds": {"render": render_s, **m["seconds"]}}

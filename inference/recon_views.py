@@ -67,16 +67,29 @@ class CropViews:
         return len(self.rgb)
 
 
+def supersample_factor(width: int, size: int, fov_deg: float = 90.0) -> int:
+    """Samples per crop pixel side that match an equirect ``width``'s resolution at a ``size``-pixel crop's centre
+    (panorama pixels per crop pixel there, rounded up; 1 when the crop is at least as fine)."""
+    crop_px_per_rad = size / (2 * np.tan(np.radians(fov_deg) / 2))
+    return max(1, int(np.ceil(width / (2 * np.pi) / crop_px_per_rad - 1e-9)))
+
+
 def crop_views(frames: np.ndarray, c2w: np.ndarray, indices: Sequence[int], size: int,
                depth: np.ndarray | None = None, fov_deg: float = 90.0,
                layout: Sequence[tuple[float, float]] = CROP12_LAYOUT) -> CropViews:
     """The ``layout`` crops of ``frames[i]`` (N, H, W, 3) uint8 for each i in ``indices``, posed by ``c2w`` (N, 4, 4);
     with ``depth`` (N, H, W) range in metres, each crop's planar depth (nearest sampling, so depth edges stay
-    sharp)."""
+    sharp). Colour is area-averaged over ``supersample_factor`` x that many samples per crop pixel, so a crop
+    coarser than the panorama is filtered rather than aliased (a point sample of a fine texture is noise no
+    reconstruction could predict at another pose)."""
     c2w = as_c2w_array(c2w)
+    f = supersample_factor(frames.shape[2], size, fov_deg)
     rgbs, depths, poses, frame_of, names = [], [], [], [], []
     for i in indices:
-        crops, rots = equirect_to_crops(frames[i], size, fov_deg, layout)
+        crops, rots = equirect_to_crops(frames[i], size * f, fov_deg, layout)
+        if f > 1:
+            blocks = crops.reshape(len(crops), size, f, size, f, 3)
+            crops = blocks.mean(axis=(2, 4), dtype=np.float32).round().astype(np.uint8)
         rgbs.append(crops)
         if depth is not None:
             rng, _ = equirect_to_crops(depth[i], size, fov_deg, layout, mode="nearest")
@@ -146,4 +159,4 @@ def init_gaussians(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, indic
 
 
 __all__ = ["CropViews", "KEYFRAME_EVERY", "crop_views", "depth_points", "held_out_indices", "init_gaussians",
-           "keyframe_indices"]
+           "keyframe_indices", "supersample_factor"]

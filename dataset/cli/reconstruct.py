@@ -26,12 +26,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
 
     cfg = load_yaml_spec(args.config, ReconConfig, "reconstruct config") if args.config else ReconConfig()
     if args.iterations is not None:
-        opt = cfg.opt
-        scale = args.iterations / opt.iterations  # the densify schedule keeps its place in the run
-        cfg = cfg.model_copy(update={"opt": opt.model_copy(update={
-            "iterations": args.iterations, "densify_from": int(opt.densify_from * scale),
-            "densify_until": int(opt.densify_until * scale),
-            "densify_every": max(1, int(opt.densify_every * scale))})})
+        cfg = cfg.model_copy(update={"opt": cfg.opt.with_iterations(args.iterations)})
     if args.crop_size is not None:
         cfg = cfg.model_copy(update={"crop_size": args.crop_size})
     if (args.from_clip is None) == (args.video is None):
@@ -74,7 +69,8 @@ def add_reconstruct(sub) -> None:
     p.add_argument("--method", choices=["opt"], default="opt", help="opt: 3D Gaussian optimisation (Matrix-3D)")
     p.add_argument("--config", help="ReconConfig YAML (keyframe_every, crop_size, max_points, opt: {...})")
     p.add_argument("--iterations", type=number_flag(int, ge=1, le=1_000_000),
-                   help="optimiser steps (the densify schedule scales with them); default 3000")
+                   help="optimiser steps (the densify schedule scales with them; a shorter run gets larger "
+                        "learning rates, OptConfig.with_iterations); default 3000")
     p.add_argument("--crop-size", type=number_flag(int, ge=16, le=4096), help="crop side in pixels (default 512)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights (as eval-video); without them lpips is null")
     p.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto",

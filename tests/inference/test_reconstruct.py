@@ -14,27 +14,31 @@ from dataset.cli import main
 from dataset.core.conventions import load_matrix3d_cameras, pose_from_heading
 
 FRAMES = 11
+SCENE = "procedural:room:6x8x3"
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """One 11-frame 512x256 clip walking through a procedural room, committed as ``matrix-pano build`` does."""
+def commit_clip(out: Path, scene: str, c2w: np.ndarray, clip_id: str = "walk") -> Path:
+    """A 512x256 clip of ``scene`` along ``c2w``, committed into ``out`` as ``matrix-pano build`` does."""
     from dataset.core.jobspec import JobSpec
     from dataset.jobs.clips import clip_row
     from dataset.render.embedded import EmbeddedRenderer
     from dataset.sources import load_scene
     from dataset.store.shards import ShardWriter
 
-    scene = "procedural:room:6x8x3"
-    spec = JobSpec.model_validate({"scenes": [scene], "frames_per_clip": FRAMES, "resolution": [512, 256]})
-    out = tmp_path_factory.mktemp("recon_dataset")
-    c2w = np.stack([pose_from_heading((-0.5 + 0.06 * i, -0.4 + 0.04 * i, 1.6), math.radians(20 + 3 * i))
-                    for i in range(FRAMES)])
+    spec = JobSpec.model_validate({"scenes": [scene], "frames_per_clip": len(c2w), "resolution": [512, 256]})
     writer = ShardWriter(out / "shards", rows_per_group=1)
     with EmbeddedRenderer(load_scene(scene)) as renderer:
-        writer.add(clip_row(renderer, spec, scene, "room", "walk", "walk", c2w))
+        writer.add(clip_row(renderer, spec, scene, scene.split(":")[-1], clip_id, clip_id, c2w))
     writer.commit(0)
     return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """One 11-frame 512x256 clip walking through a procedural room."""
+    c2w = np.stack([pose_from_heading((-0.5 + 0.06 * i, -0.4 + 0.04 * i, 1.6), math.radians(20 + 3 * i))
+                    for i in range(FRAMES)])
+    return commit_clip(tmp_path_factory.mktemp("recon_dataset"), SCENE, c2w)
 
 
 @pytest.mark.slow
@@ -57,11 +61,7 @@ def test_reconstruct_a_dataset_clip_then_eval_recon(dataset, tmp_path, capsys):
     assert set(m["seconds"]) == {"views", "init", "optimise", "evaluate", "total"}
     means = load_ply(out / "scene.ply").means.numpy()
     assert len(means) == m["gaussians"]
-    from dataset.sources import load_scene
-
-    sample = means[np.random.default_rng(0).choice(len(means), 2000, replace=False)]
-    near = surface_distance(load_scene("procedural:room:6x8x3"), sample) < 0.05
-    assert near.mean() > 0.8, f"only {near.mean():.2f} of the centres lie within 5 cm of the room's triangles"
+    assert_on_surfaces(means, SCENE)
     assert load_matrix3d_cameras(out / "cameras.json").shape == (FRAMES, 4, 4)
     assert sorted(p.name for p in (out / "keyframes").iterdir()) == ["0000.png", "0005.png", "0010.png"]
     assert len(list((out / "eval").glob("*_pred.png"))) == 48 and (out / "eval" / "f0001_y000_p+00_mesh.png").is_file()
@@ -105,10 +105,46 @@ def test_reconstruct_a_generated_video_with_estimated_depth(dataset, tmp_path, c
     assert "needs its depth" in capsys.readouterr().err
 
 
-def surface_distance(scene, points: np.ndarray) -> np.ndarray:
-    """Distance of points to the scene's own triangles (trimesh's exact closest-point query)."""
+@pytest.mark.slow
+@pytest.mark.openarena
+def test_reconstruct_an_openarena_clip(tmp_path, capsys):
+    """A real textured level: an 11-frame walk from oa_dm1's spawn point along its heading, 5 cm per frame."""
+    from dataset.core.conventions import heading_of
+    from dataset.core.scene import default_pose
+    from dataset.sources import load_scene
+    from dataset.sources.quake3 import find_openarena_maps
+    from inference.ply import load_ply
+
+    if "oa_dm1" not in {name for name, _ in find_openarena_maps()}:
+        pytest.skip("openarena-data is not installed (apt-get install openarena-data)")
+    scene = "openarena:oa_dm1"
+    start = default_pose(load_scene(scene))
+    heading = float(heading_of(start))
+    ahead = np.array([math.cos(heading), math.sin(heading), 0.0])
+    c2w = np.stack([pose_from_heading(start[:3, 3] + 0.05 * i * ahead, heading) for i in range(FRAMES)])
+    data = commit_clip(tmp_path / "data", scene, c2w)
+    (tmp_path / "recon.yaml").write_text("max_points: 20000\neval_every: 2\n")
+    out = tmp_path / "recon"
+    assert main(["reconstruct", "--from-clip", str(data), "walk", "--config", str(tmp_path / "recon.yaml"),
+                 "--iterations", "400", "--crop-size", "32", "--backend", "torch", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    m = json.loads((out / "metrics.json").read_text())
+    print({k: m[k] for k in ("psnr", "ssim", "baselines", "gaussians", "seconds")})
+    for baseline in ("init", "mesh"):
+        assert m["psnr"] >= m["baselines"][baseline]["psnr"] + 3.0, baseline
+    assert_on_surfaces(load_ply(out / "scene.ply").means.numpy(), scene)
+
+
+def assert_on_surfaces(means: np.ndarray, scene: str, within: float = 0.05, share: float = 0.8) -> None:
+    """At least ``share`` of (a sample of) the Gaussian centres lie within ``within`` metres of the scene's own
+    triangles (trimesh's exact closest-point query)."""
     import trimesh
 
-    mesh = trimesh.Trimesh(scene.vertices, scene.faces, process=False)
-    return trimesh.proximity.closest_point(mesh, points)[1]
+    from dataset.sources import load_scene
+
+    loaded = load_scene(scene)
+    mesh = trimesh.Trimesh(loaded.vertices, loaded.faces, process=False)
+    sample = means[np.random.default_rng(0).choice(len(means), min(2000, len(means)), replace=False)]
+    near = trimesh.proximity.closest_point(mesh, sample)[1] < within
+    assert near.mean() > share, f"only {near.mean():.2f} of the centres lie within {within} m of {scene}'s triangles"
 
