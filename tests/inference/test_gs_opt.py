@@ -16,6 +16,16 @@ def test_the_loss_is_l1_and_ssim_mixed():
     assert float(view_loss(a, b, 0.0)) == pytest.approx(float((a - b).abs().mean()))
 
 
+def test_a_shorter_run_keeps_the_densify_schedule_in_place_and_raises_the_learning_rates():
+    full = OptConfig()
+    short = full.with_iterations(300)
+    assert (short.iterations, short.densify_from, short.densify_until, short.densify_every) == (300, 50, 150, 50)
+    assert short.lr_colour == pytest.approx(full.lr_colour * 10 ** 0.5)
+    assert short.lr_means_final / short.lr_means == pytest.approx(full.lr_means_final / full.lr_means)
+    longer = full.with_iterations(6000)
+    assert longer.densify_until == 3000 and longer.lr_opacity == full.lr_opacity
+
+
 def test_densify_clones_small_splits_large_and_prunes_transparent_gaussians():
     from inference.gs_opt import _densify, _params
 

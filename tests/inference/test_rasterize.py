@@ -118,6 +118,27 @@ def test_reference_matches_a_per_pixel_transcription_of_the_compositing_rules():
     np.testing.assert_allclose(r.depth[0].numpy(), depth, atol=1e-8)
 
 
+def test_the_tile_size_never_changes_the_image(monkeypatch):
+    import inference.rasterize as raster
+
+    k = intrinsics(40, 24, 80.0)
+    small = random_scene(60, seed=3)
+    small = Gaussians(**{**small.tensors(), "log_scales": small.log_scales - 2.0})  # mostly sub-pixel footprints
+    g = Gaussians(**{name: torch.cat([a, b]) for (name, a), b in zip(random_scene(30, seed=4).tensors().items(),
+                                                                      small.tensors().values(), strict=True)})
+    images = []
+    for tiles in ((4,), (8,), (16,)):
+        monkeypatch.setattr(raster, "REFERENCE_TILES", tiles)
+        r = rasterize(g, np.eye(4), k, 40, 24, backend="torch")
+        images.append(torch.cat([r.rgb, r.alpha[..., None], r.depth[..., None]], -1))
+    assert float(images[0][..., 3].max()) > 0.5
+    for other in images[1:]:
+        torch.testing.assert_close(other, images[0], rtol=0, atol=1e-12)
+    monkeypatch.setattr(raster, "REFERENCE_TILES", (4, 8, 16))
+    assert raster._reference_tile(torch.tensor([[22.0, 14.0]]), torch.tensor([[1.0, 1.0]]), 40, 24) == 4
+    assert raster._reference_tile(torch.tensor([[20.0, 12.0]]), torch.tensor([[30.0, 30.0]]), 40, 24) == 16
+
+
 def test_gradients_match_finite_differences_for_every_parameter():
     g = gaussians([[0.05, -0.02, 2.0], [-0.1, 0.08, 2.6], [0.12, 0.1, 3.1]], [[0.5, 0.3, 0.4]] * 3,
                   [0.6, 0.75, 0.5], [[0.7, 0.3, 0.2], [0.2, 0.6, 0.4], [0.4, 0.3, 0.8]], dtype=torch.float64,

@@ -10,7 +10,14 @@ import torch
 from dataset.core.conventions import pose_from_heading, range_to_planar
 from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from inference.guidance import invisible_pixels
-from inference.recon_views import crop_views, depth_points, held_out_indices, init_gaussians, keyframe_indices
+from inference.recon_views import (
+    crop_views,
+    depth_points,
+    held_out_indices,
+    init_gaussians,
+    keyframe_indices,
+    supersample_factor,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +47,19 @@ def test_crops_are_the_pinhole_views_of_their_poses_with_planar_depth(clip):
         real = renderer.render_perspective(views.c2w[v], 32, 32, 90.0).depth[0]
         rel = np.abs(range_to_planar(real) - views.depth[v]) / range_to_planar(real)
         assert np.median(rel) < 0.01, views.names[v]
+
+
+def test_crops_coarser_than_the_panorama_are_area_averaged():
+    from dataset.core.conventions import equirect_to_crops
+
+    stripes = np.zeros((256, 512, 3), np.uint8)
+    stripes[:, ::2] = 255  # a texture finer than any 32 px crop's pixel
+    assert supersample_factor(512, 32) == 6 and supersample_factor(512, 128) == 2 and supersample_factor(512, 512) == 1
+    views = crop_views(stripes[None], np.eye(4)[None], [0], 32)
+    horizon = views.rgb[:4, 8:24, 8:24].astype(float)  # the pitch-0 crops' centres
+    assert abs(horizon.mean() - 127.5) < 10 and horizon.std() < 25
+    aliased = equirect_to_crops(stripes, 32)[0][:4, 8:24, 8:24].astype(float)
+    assert aliased.std() > 2 * horizon.std()  # what point sampling gives instead
 
 
 def test_initial_points_lie_on_the_surfaces_and_skip_depth_edges(clip):
