@@ -136,7 +136,7 @@ def test_the_tile_size_never_changes_the_image(monkeypatch):
         torch.testing.assert_close(other, images[0], rtol=0, atol=1e-12)
     monkeypatch.setattr(raster, "REFERENCE_TILES", (4, 8, 16))
     assert raster._reference_tile(torch.tensor([[22.0, 14.0]]), torch.tensor([[1.0, 1.0]]), 40, 24) == 4
-    assert raster._reference_tile(torch.tensor([[20.0, 12.0]]), torch.tensor([[30.0, 30.0]]), 40, 24) == 16
+    assert raster._reference_tile(torch.tensor([[32.0, 32.0]]), torch.tensor([[40.0, 40.0]]), 64, 64) == 16
 
 
 def test_gradients_match_finite_differences_for_every_parameter():
