@@ -61,7 +61,8 @@ class CropViews:
     frame: np.ndarray
     """(V,) index of the clip frame each view was cut from."""
     names: list[str]
-    """``f{frame:04d}_y{yaw}_p{pitch}`` per view (file names of the evaluation images)."""
+    """``{prefix}{frame:04d}_y{yaw}_p{pitch}`` per view (file names of the evaluation images; prefix ``f`` for clip
+    frames)."""
 
     def __len__(self) -> int:
         return len(self.rgb)
@@ -76,7 +77,7 @@ def supersample_factor(width: int, size: int, fov_deg: float = 90.0) -> int:
 
 def crop_views(frames: np.ndarray, c2w: np.ndarray, indices: Sequence[int], size: int,
                depth: np.ndarray | None = None, fov_deg: float = 90.0,
-               layout: Sequence[tuple[float, float]] = CROP12_LAYOUT) -> CropViews:
+               layout: Sequence[tuple[float, float]] = CROP12_LAYOUT, prefix: str = "f") -> CropViews:
     """The ``layout`` crops of ``frames[i]`` (N, H, W, 3) uint8 for each i in ``indices``, posed by ``c2w`` (N, 4, 4);
     with ``depth`` (N, H, W) range in metres, each crop's planar depth (nearest sampling, so depth edges stay
     sharp). Colour is area-averaged over ``supersample_factor`` x that many samples per crop pixel, so a crop
@@ -99,7 +100,7 @@ def crop_views(frames: np.ndarray, c2w: np.ndarray, indices: Sequence[int], size
             pose[:3, :3] = c2w[i, :3, :3] @ rot
             poses.append(pose)
             frame_of.append(int(i))
-            names.append(f"f{int(i):04d}_y{int(yaw):03d}_p{int(pitch):+03d}")
+            names.append(f"{prefix}{int(i):04d}_y{int(yaw):03d}_p{int(pitch):+03d}")
     return CropViews(np.concatenate(rgbs), np.concatenate(depths) if depth is not None else None, np.stack(poses),
                      intrinsics(size, size, fov_deg), np.asarray(frame_of), names)
 

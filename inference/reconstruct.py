@@ -4,17 +4,20 @@ was not fitted to.
 Stages (each timed in ``metrics.json``): keyframes every ``keyframe_every`` frames (``inference.recon_views``);
 their 12 perspective crops with planar depth; Gaussians initialised on the keyframes' depth without depth-edge
 pixels; optimisation (``inference.gs_opt``, Matrix-3D's recipe); evaluation on crops of the held-out frames (the
-non-keyframes) against two baselines in the same run: ``init``, the initial point cloud rendered as it is
-(Gaussians of ``init_opacity``), and ``mesh``, the frame-0 panorama mesh of ``inference.guidance`` rendered at the
-held-out crops (black where the mesh knows nothing, as in guidance).
+non-keyframes; for a dataset clip whose scene this machine can render, also panoramas rendered at poses beside the
+trajectory, ``off_trajectory``) against two baselines in the same run: ``init``, the initial point cloud rendered as
+it is (Gaussians of ``init_opacity``), and ``mesh``, the frame-0 panorama mesh of ``inference.guidance`` rendered at
+the held-out crops (black where the mesh knows nothing, as in guidance).
 
 Output folder::
 
     DIR/scene.ply            the Gaussians (INRIA layout, metric world coordinates, Z up)
     DIR/cameras.json         the clip's poses, Matrix-3D format (world-to-camera OpenCV per frame, world frame)
     DIR/keyframes/NNNN.png   the keyframe panoramas (for the viewer)
-    DIR/metrics.json         psnr, ssim, lpips (+ each baseline's), gaussians, seconds per stage, the config
+    DIR/metrics.json         psnr, ssim, lpips (+ each baseline's) of the held-out frames, the same under
+                             off_trajectory (or null, with the reason in missing), gaussians, seconds per stage
     DIR/eval/NAME_pred.png   held-out render, with NAME_gt.png, NAME_init.png and NAME_mesh.png beside it
+                             (NAME = fFFFF_yYYY_pPP for clip frames, oMMMM_yYYY_pPP for off-trajectory poses)
 
 ``eval_folder`` recomputes the table from ``DIR/eval/`` alone (``matrix-pano eval-recon``).
 """
@@ -22,7 +25,9 @@ Output folder::
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +48,15 @@ BASELINES = ("init", "mesh")
 """The baselines rendered at the held-out views beside the reconstruction."""
 IMAGE_KINDS = ("pred", "gt") + BASELINES
 """The evaluation images per held-out view: ``eval/NAME_KIND.png``."""
+OFF_PREFIX = "o"
+"""Name prefix of the off-trajectory evaluation views (clip frames' views start with ``f``)."""
+FREE_MARGIN_M = 0.3
+"""Free space an off-trajectory pose needs beyond its move (along the move, in the frame's depth), metres."""
+FREE_CONE_DEG = 10.0
+"""Half-angle of the cone around the move that must be free, degrees."""
+MATCH_PSNR_DB = 28.0
+"""Below this PSNR between the scene re-rendered at a clip pose and the clip's own frame, the scene is not the one
+the clip was rendered from (or not with the same settings) and no off-trajectory views are made."""
 
 
 class ReconConfig(StrictModel):
@@ -60,6 +74,16 @@ class ReconConfig(StrictModel):
     clip, 32 px crops: 30.6 -> 34.3 dB held-out in 200 iterations from 0.99, 9.3 -> 21.4 dB in 300 from 0.1)."""
     eval_every: int = Field(1, ge=1)
     """Evaluate every this many held-out frames (all 12 crops of each)."""
+    off_trajectory_views: int = Field(4, ge=0)
+    """Extra held-out panoramas at poses beside the trajectory, rendered by the clip's scene (dataset clips of the
+    embedded renderer whose scene loads here); 0 = none."""
+    off_trajectory_m: float = Field(0.3, gt=0)
+    """How far those poses lie beside the trajectory: held-out frames' poses moved along the camera's horizontal
+    right (or left) axis, metres."""
+    super_resolution: str | None = None
+    """A transformers image super-resolution folder (Swin2SR, ...) or ``tiny``: the training crops are cut at
+    ``crop_size`` / its scale and upscaled to ``crop_size`` (Matrix-3D's StableSR step; ``inference.super_resolution``).
+    None: no super-resolution."""
     opt: OptConfig = OptConfig()
     """The optimisation recipe."""
 
@@ -96,10 +120,12 @@ def image_metrics(pred: np.ndarray, gt: np.ndarray, lpips_weights: str | Path | 
 
 def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out: str | Path, cfg: ReconConfig,
                      lpips_weights: str | Path | None = None, backend: str = "auto", progress: bool = True,
-                     source: dict | None = None, device: str | None = None) -> dict:
+                     source: dict | None = None, device: str | None = None,
+                     off_trajectory: OffTrajectory | None = None) -> dict:
     """Reconstruct a panoramic clip (frames (N, H, W, 3) uint8, range depth (N, H, W) metres of at least its
     keyframes, c2w (N, 4, 4)) into ``out``; returns metrics.json's content. The Gaussians live on ``device``
-    (default: the GPU when there is one, where ``auto`` picks gsplat)."""
+    (default: the GPU when there is one, where ``auto`` picks gsplat). ``off_trajectory`` adds held-out views
+    beside the trajectory (``render_off_trajectory``)."""
     import torch
 
     from dataset.core.conventions import save_matrix3d_cameras
@@ -110,23 +136,32 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
         raise ValueError(f"a clip of {len(frames)} frame cannot be evaluated: reconstruction needs held-out frames")
     seconds: dict[str, float] = {}
     t = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     keys = keyframe_indices(len(frames), cfg.keyframe_every)
     held = held_out_indices(len(frames), cfg.keyframe_every)[::cfg.eval_every]
     if len(held) == 0:
         raise ValueError(f"keyframe_every {cfg.keyframe_every} leaves no held-out frame in a {len(frames)}-frame clip")
     train = crop_views(frames, c2w, keys, cfg.crop_size, depth=depth)
-    test = crop_views(frames, c2w, held, cfg.crop_size)
+    groups = {"held_out": crop_views(frames, c2w, held, cfg.crop_size)}
+    off_trajectory = off_trajectory or OffTrajectory(missing="no scene to render it from")
+    if off_trajectory.rgb is not None:
+        groups["off_trajectory"] = crop_views(off_trajectory.rgb, off_trajectory.c2w, range(len(off_trajectory.rgb)),
+                                              cfg.crop_size, prefix=OFF_PREFIX)
     seconds["views"] = time.perf_counter() - t
+    if cfg.super_resolution is not None:
+        t = time.perf_counter()
+        train.rgb = _super_resolved(frames, c2w, keys, cfg, device)
+        seconds["super_resolution"] = time.perf_counter() - t
     t = time.perf_counter()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     init = init_gaussians(frames, depth, c2w, keys, max_points=cfg.max_points, opacity=cfg.init_opacity).to(device)
     seconds["init"] = time.perf_counter() - t
     result = optimise(init, train, cfg.opt, backend=backend, progress=progress, device=device)
     seconds["optimise"] = result.seconds
     t = time.perf_counter()
-    images = {"gt": test.rgb, "pred": render_views(result.gaussians, test, backend),
-              "init": render_views(init, test, backend),
-              "mesh": mesh_baseline(frames[0], depth[0], c2w[0], test)}
+    images = {group: {"gt": views.rgb, "pred": render_views(result.gaussians, views, backend),
+                      "init": render_views(init, views, backend),
+                      "mesh": mesh_baseline(frames[0], depth[0], c2w[0], views)}
+              for group, views in groups.items()}
     seconds["evaluate"] = time.perf_counter() - t
 
     out.mkdir(parents=True, exist_ok=True)
@@ -136,31 +171,58 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
     save_matrix3d_cameras(out / "cameras.json", c2w)
     for k in keys:
         _save_png(out / "keyframes" / f"{int(k):04d}.png", frames[k])
-    for v, name in enumerate(test.names):
-        for kind in IMAGE_KINDS:
-            _save_png(out / "eval" / f"{name}_{kind}.png", images[kind][v])
-    metrics = _table(images, lpips_weights)
+    for group, views in groups.items():
+        for v, name in enumerate(views.names):
+            for kind in IMAGE_KINDS:
+                _save_png(out / "eval" / f"{name}_{kind}.png", images[group][kind][v])
+    metrics = _table(images["held_out"], lpips_weights)
+    if "off_trajectory" in images:
+        metrics["off_trajectory"] = {**_table(images["off_trajectory"], lpips_weights, missing=False),
+                                     "views": len(groups["off_trajectory"]),
+                                     "poses": np.round(off_trajectory.c2w, 6).tolist()}
+    else:
+        metrics["off_trajectory"] = None
+        metrics["missing"]["off_trajectory"] = off_trajectory.missing
     seconds["total"] = sum(seconds.values())
     metrics.update({"gaussians": len(result.gaussians), "gaussians_init": len(init),
                     "keyframes": [int(k) for k in keys], "held_out": [int(h) for h in held],
-                    "views": {"train": len(train), "eval": len(test)}, "final_loss": result.losses[-1],
+                    "views": {"train": len(train), "eval": len(groups["held_out"]),
+                              "off_trajectory": len(groups.get("off_trajectory", ()))},
+                    "final_loss": result.losses[-1],
                     "seconds": {k: round(v, 3) for k, v in seconds.items()}, "method": "opt",
                     "config": cfg.model_dump(mode="json"), "source": source or {}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return metrics
 
 
-def _table(images: dict[str, np.ndarray], lpips_weights: str | Path | None) -> dict:
+def _super_resolved(frames: np.ndarray, c2w: np.ndarray, keys: np.ndarray, cfg: ReconConfig,
+                    device: str) -> np.ndarray:
+    """The training crops' colour cut at ``crop_size`` / the model's scale and upscaled by
+    ``cfg.super_resolution``."""
+    from inference.super_resolution import load_super_resolution
+
+    sr = load_super_resolution(cfg.super_resolution, device)
+    if cfg.crop_size % sr.scale:
+        raise ValueError(f"crop size {cfg.crop_size} is not a multiple of the super-resolution model's scale "
+                         f"{sr.scale}: choose a crop size divisible by it")
+    small = crop_views(frames, c2w, keys, cfg.crop_size // sr.scale)
+    return sr.upscale(small.rgb)
+
+
+def _table(images: dict[str, np.ndarray], lpips_weights: str | Path | None, missing: bool = True) -> dict:
     """metrics.json's evaluation keys: the reconstruction's psnr/ssim/lpips at the top level, each baseline's under
-    ``baselines``, and ``missing`` naming every None."""
+    ``baselines``, and (with ``missing``) ``missing`` naming every None."""
     ours = image_metrics(images["pred"], images["gt"], lpips_weights)
-    table = {**ours, "baselines": {b: image_metrics(images[b], images["gt"], lpips_weights) for b in BASELINES},
-             "missing": {} if lpips_weights is not None else {"lpips": "no --lpips-weights given"}}
+    table = {**ours, "baselines": {b: image_metrics(images[b], images["gt"], lpips_weights) for b in BASELINES}}
+    if missing:
+        table["missing"] = {} if lpips_weights is not None else {"lpips": "no --lpips-weights given"}
     return table
 
 
 def eval_folder(folder: str | Path, lpips_weights: str | Path | None = None) -> dict:
-    """The evaluation table recomputed from ``folder/eval/`` (every ``NAME_KIND.png`` set), plus ``views``."""
+    """The evaluation table recomputed from ``folder/eval/`` (every ``NAME_KIND.png`` set) as ``reconstruct`` writes
+    it: the clip frames' views at the top level with ``views``, the off-trajectory ones (``oMMMM_...``) under
+    ``off_trajectory`` (None without them)."""
     from PIL import Image
 
     folder = Path(folder) / "eval"
@@ -169,13 +231,23 @@ def eval_folder(folder: str | Path, lpips_weights: str | Path | None = None) -> 
     names = sorted(p.name.removesuffix("_gt.png") for p in folder.glob("*_gt.png"))
     if not names:
         raise ValueError(f"{folder} holds no NAME_gt.png images")
-    images = {}
     for kind in IMAGE_KINDS:
         missing = [n for n in names if not (folder / f"{n}_{kind}.png").is_file()]
         if missing:
             raise ValueError(f"{folder} lacks {missing[0]}_{kind}.png (and {len(missing) - 1} more)")
-        images[kind] = np.stack([np.asarray(Image.open(folder / f"{n}_{kind}.png").convert("RGB")) for n in names])
-    return {**_table(images, lpips_weights), "views": len(names)}
+
+    def load(group: list[str]) -> dict[str, np.ndarray]:
+        return {kind: np.stack([np.asarray(Image.open(folder / f"{n}_{kind}.png").convert("RGB")) for n in group])
+                for kind in IMAGE_KINDS}
+
+    off = [n for n in names if n.startswith(OFF_PREFIX)]
+    on = [n for n in names if not n.startswith(OFF_PREFIX)]
+    if not on:
+        raise ValueError(f"{folder} holds only off-trajectory views: the clip frames' NAME_gt.png are missing")
+    table = {**_table(load(on), lpips_weights), "views": len(on), "off_trajectory": None}
+    if off:
+        table["off_trajectory"] = {**_table(load(off), lpips_weights, missing=False), "views": len(off)}
+    return table
 
 
 def clip_inputs(dataset: str | Path, clip_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -185,8 +257,98 @@ def clip_inputs(dataset: str | Path, clip_id: str) -> tuple[np.ndarray, np.ndarr
     clip = next((c for c in PanoDataset(dataset).clips() if c.clip_id == clip_id), None)
     if clip is None:
         raise ValueError(f"{dataset} has no committed clip {clip_id!r} (see matrix-pano stats {dataset})")
+    from dataset.store.shards import read_manifest
+
+    renderer_spec = read_manifest(dataset).get("spec", {}).get("renderer")
     return clip.frames(), clip.depth(), clip.c2w, {"dataset": str(dataset), "clip_id": clip_id,
-                                                    "scene": clip.row["scene"]}
+                                                    "scene": clip.row["scene"], "renderer": clip.row["renderer"],
+                                                    "renderer_spec": renderer_spec}
+
+
+@dataclass
+class OffTrajectory:
+    """Extra held-out panoramas rendered by a clip's scene at poses beside its trajectory, or why there are none."""
+
+    rgb: np.ndarray | None = None
+    """(M, H, W, 3) uint8 panoramas."""
+    c2w: np.ndarray | None = None
+    """(M, 4, 4) their poses."""
+    missing: str | None = None
+    """Why there are none (metrics.json's ``missing.off_trajectory``)."""
+
+
+def free_along(range_depth: np.ndarray, c2w: np.ndarray, direction: np.ndarray, distance: float,
+               cone_deg: float = FREE_CONE_DEG) -> bool:
+    """Whether a range panorama (H, W; 0 = nothing hit) taken at ``c2w`` shows no surface nearer than ``distance``
+    within ``cone_deg`` of the world ``direction``."""
+    from dataset.core.conventions import equirect_directions
+
+    h, w = range_depth.shape
+    rays = equirect_directions(w, h, dtype=np.float64) @ np.asarray(c2w)[:3, :3].T
+    near = rays @ (direction / np.linalg.norm(direction)) >= math.cos(math.radians(cone_deg))
+    hits = range_depth[near]
+    return bool(near.any()) and float(hits[hits > 0].min(initial=math.inf)) >= distance
+
+
+def off_trajectory_poses(depth: np.ndarray, c2w: np.ndarray, frames: np.ndarray, offset_m: float) -> np.ndarray:
+    """(M, 4, 4): the poses of ``frames`` moved ``offset_m`` along their camera's horizontal right axis
+    (alternately left first), to whichever side the frame's range depth shows free for the move plus
+    ``FREE_MARGIN_M``; frames free on neither side are left out."""
+    poses = []
+    for n, i in enumerate(frames):
+        right = np.array([c2w[i, 0, 0], c2w[i, 1, 0], 0.0])
+        if np.linalg.norm(right) < 1e-6:  # looking straight up or down: no horizontal right axis
+            continue
+        right /= np.linalg.norm(right)
+        for side in ((1.0, -1.0) if n % 2 == 0 else (-1.0, 1.0)):
+            if free_along(depth[i], c2w[i], side * right, offset_m + FREE_MARGIN_M):
+                pose = c2w[i].copy()
+                pose[:3, 3] += side * offset_m * right
+                poses.append(pose)
+                break
+    return np.stack(poses) if poses else np.zeros((0, 4, 4))
+
+
+def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray,
+                          cfg: ReconConfig) -> OffTrajectory:
+    """Panoramas at ``cfg.off_trajectory_views`` poses beside a dataset clip's trajectory (``clip_inputs``'
+    ``source``), rendered by its scene with the build's renderer settings: beside held-out frames spread over
+    the clip (``off_trajectory_poses``). None, with the reason, where the scene cannot render them: a clip of
+    another renderer, a scene that does not load here, or one whose render at a clip pose does not match the
+    clip's frame (``MATCH_PSNR_DB``)."""
+    from pydantic import TypeAdapter
+
+    from dataset.core.jobspec import EmbeddedRendererSpec, RendererSpec
+    from dataset.jobs.renderers import make_renderer
+    from dataset.sources import load_scene
+    from inference.metrics import psnr
+
+    if cfg.off_trajectory_views == 0:
+        return OffTrajectory(missing="off_trajectory_views is 0")
+    if source.get("renderer") != "embedded":
+        return OffTrajectory(missing=f"the clip was rendered by {source.get('renderer')!r}; only clips of the "
+                                     "embedded renderer are rendered again")
+    try:
+        scene = load_scene(source["scene"])
+    except Exception as e:  # any loader error: the evaluation goes on without these views
+        return OffTrajectory(missing=f"its scene {source['scene']!r} does not load here ({type(e).__name__}: {e})")
+    spec = source.get("renderer_spec")
+    spec = TypeAdapter(RendererSpec).validate_python(spec) if spec else EmbeddedRendererSpec()
+    held = held_out_indices(len(frames), cfg.keyframe_every)
+    picks = np.unique(held[np.linspace(0, len(held) - 1, cfg.off_trajectory_views).round().astype(int)])
+    poses = off_trajectory_poses(depth, c2w, picks, cfg.off_trajectory_m)
+    if len(poses) == 0:
+        return OffTrajectory(missing=f"no held-out pose has {cfg.off_trajectory_m + FREE_MARGIN_M:.2f} m of free "
+                                     "space to either side")
+    width = frames.shape[2]
+    with make_renderer(spec, scene) as renderer:
+        match = psnr(renderer.render(c2w[picks[0]][None], width).rgb, frames[picks[0]][None])
+        if match < MATCH_PSNR_DB:
+            return OffTrajectory(missing=f"{source['scene']} renders frame {int(picks[0])} at {match:.1f} dB of the "
+                                         f"clip's own (below {MATCH_PSNR_DB:.0f}): not the scene or settings it was "
+                                         "built with")
+        rendered = renderer.render(poses, width)
+    return OffTrajectory(rgb=rendered.rgb, c2w=poses)
 
 
 def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth_dir: str | Path | None = None,
@@ -228,5 +390,5 @@ def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth
     return frames, depth, c2w, {"video": str(video), "cameras": str(cameras), **source}
 
 
-__all__ = ["BASELINES", "ReconConfig", "clip_inputs", "eval_folder", "image_metrics", "mesh_baseline",
-           "reconstruct_clip", "video_inputs"]
+__all__ = ["BASELINES", "OffTrajectory", "ReconConfig", "clip_inputs", "eval_folder", "free_along", "image_metrics",
+           "mesh_baseline", "off_trajectory_poses", "reconstruct_clip", "render_off_trajectory", "video_inputs"]

@@ -16,19 +16,31 @@ def _line(metrics: dict, **extra) -> str:
     def short(m: dict) -> dict:
         return {k: None if m[k] is None else round(m[k], 4) for k in HEADLINE}
 
+    off = metrics.get("off_trajectory")
     return json.dumps({**short(metrics), "baselines": {b: short(m) for b, m in metrics["baselines"].items()},
+                       "off_trajectory": off and {**short(off), "baselines": {b: short(m) for b, m in
+                                                                              off["baselines"].items()}},
                        **extra})
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from dataset.core.jobspec import load_yaml_spec
-    from inference.reconstruct import ReconConfig, clip_inputs, reconstruct_clip, video_inputs
+    from inference.reconstruct import (
+        OffTrajectory,
+        ReconConfig,
+        clip_inputs,
+        reconstruct_clip,
+        render_off_trajectory,
+        video_inputs,
+    )
 
     cfg = load_yaml_spec(args.config, ReconConfig, "reconstruct config") if args.config else ReconConfig()
     if args.iterations is not None:
         cfg = cfg.model_copy(update={"opt": cfg.opt.with_iterations(args.iterations)})
     if args.crop_size is not None:
         cfg = cfg.model_copy(update={"crop_size": args.crop_size})
+    if args.super_resolution is not None:
+        cfg = cfg.model_copy(update={"super_resolution": args.super_resolution})
     if (args.from_clip is None) == (args.video is None):
         raise CliError("give --from-clip DATASET CLIP_ID, or --video MP4 --cameras JSON with --depth or --depth-model")
     if args.video is not None:
@@ -36,10 +48,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             raise CliError("--video needs --cameras JSON (one pose per frame, e.g. generate's cameras.json)")
         frames, depth, c2w, source = video_inputs(args.video, args.cameras, cfg, args.depth, args.depth_model,
                                                   args.reference_depth, args.device)
+        off = OffTrajectory(missing="a video has no scene to render views beside its trajectory")
     else:
         frames, depth, c2w, source = clip_inputs(*args.from_clip)
+        off = render_off_trajectory(source, frames, depth, c2w, cfg)
     metrics = reconstruct_clip(frames, depth, c2w, args.out, cfg, lpips_weights=args.lpips_weights,
-                               backend=args.backend, progress=not args.quiet, source=source, device=args.device)
+                               backend=args.backend, progress=not args.quiet, source=source, device=args.device,
+                               off_trajectory=off)
     print(_line(metrics, gaussians=metrics["gaussians"], seconds=metrics["seconds"]["total"], out=str(args.out)))
 
 
@@ -72,6 +87,9 @@ def add_reconstruct(sub) -> None:
                    help="optimiser steps (the densify schedule scales with them; a shorter run gets larger "
                         "learning rates, OptConfig.with_iterations); default 3000")
     p.add_argument("--crop-size", type=number_flag(int, ge=16, le=4096), help="crop side in pixels (default 512)")
+    p.add_argument("--super-resolution", metavar="PATH|tiny",
+                   help="upscale the training crops with this transformers super-resolution folder (e.g. Swin2SR), "
+                        "cut at crop-size / its scale (Matrix-3D's StableSR step); default none")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights (as eval-video); without them lpips is null")
     p.add_argument("--backend", choices=["auto", "torch", "gsplat"], default="auto",
                    help="rasterizer: gsplat on a CUDA GPU, the PyTorch reference elsewhere")
@@ -83,6 +101,9 @@ def add_reconstruct(sub) -> None:
 def add_eval_recon(sub) -> None:
     p = sub.add_parser("eval-recon", help="recompute a reconstruction's PSNR/SSIM/LPIPS table from DIR/eval/")
     p.add_argument("dir", help="a matrix-pano reconstruct output folder")
+    p.add_argument("--super-resolution", metavar="PATH|tiny",
+                   help="upscale the training crops with this transformers super-resolution folder (e.g. Swin2SR), "
+                        "cut at crop-size / its scale (Matrix-3D's StableSR step); default none")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights (as eval-video)")
     p.add_argument("--out", help="metrics file to write (default DIR/eval/metrics.json)")
     p.set_defaults(func=cmd_eval_recon)
