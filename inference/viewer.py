@@ -61,7 +61,8 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8080) -> View
     gaussians, c2w, keyframes, video = _load_folder(Path(folder))
     server = viser.ViserServer(host=host, port=port, label=f"Matrix-Pano: {Path(folder).resolve().name}", verbose=False)
     scene = server.scene
-    scene.set_up_direction("+z")
+    up = up_direction(c2w)
+    scene.set_up_direction(tuple(up))
     scene.add_gaussian_splats("/scene", centers=gaussians.means.numpy(), covariances=covariances(gaussians).numpy(),
                               rgbs=gaussians.colours.numpy(), opacities=gaussians.opacities.numpy()[:, None])
 
@@ -82,13 +83,24 @@ def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8080) -> View
     forward = c2w[0, :3, 2]
     server.initial_camera.position = positions[0] - 4.0 * size * forward
     server.initial_camera.look_at = positions[0] + forward
-    server.initial_camera.up = (0.0, 0.0, 1.0)
+    server.initial_camera.up = tuple(up)
 
     server.gui.add_markdown(f"**{len(gaussians):,}** Gaussians, **{len(c2w)}** camera poses, "
                             f"**{len(keyframes)}** keyframe panoramas (orange frustums).")
     if video is not None:
         _add_video(server, folder, video)
     return Viewer(server=server, url=f"http://{host}:{server.get_port()}/")
+
+
+def up_direction(c2w: np.ndarray) -> np.ndarray:
+    """The world's up for the viewer: +Z (DESIGN.md) when the cameras are upright in it, as a dataset clip's are;
+    else the cameras' mean up (OpenCV -y), e.g. for a generated video whose cameras.json is relative to the
+    panorama's camera (y down)."""
+    ups = -np.asarray(c2w)[:, :3, 1]
+    mean = ups.mean(axis=0)
+    if np.linalg.norm(mean) < 0.5 or mean[2] > 0.9 * np.linalg.norm(mean):
+        return np.array([0.0, 0.0, 1.0])
+    return mean / np.linalg.norm(mean)
 
 
 def _load_folder(folder: Path) -> tuple[Gaussians, np.ndarray, dict[int, np.ndarray], np.ndarray | None]:

@@ -139,3 +139,14 @@ def test_a_keyframe_that_names_no_frame_is_refused(reconstruction):
     shutil.copy(reconstruction / "keyframes" / "0000.png", reconstruction / "keyframes" / "0007.png")
     with pytest.raises(ValueError, match=r"0007\.png.*0 to 4"):
         serve(reconstruction, port=0)
+
+
+def test_up_is_z_for_upright_cameras_and_the_cameras_up_for_a_generated_videos_frame():
+    from dataset.core.conventions import pose_from_heading
+    from inference.viewer import up_direction
+
+    upright = np.stack([pose_from_heading((i, 0.0, 1.6), 0.3 * i, pitch=0.1) for i in range(4)])
+    np.testing.assert_allclose(up_direction(upright), [0.0, 0.0, 1.0])
+    relative = np.linalg.inv(upright[0]) @ upright  # frame 0's OpenCV camera frame: y down
+    true_up = np.linalg.inv(upright[0])[:3, :3] @ [0.0, 0.0, 1.0]  # about -y, tilted by frame 0's pitch
+    assert up_direction(relative) @ true_up > np.cos(np.radians(10))
