@@ -319,7 +319,7 @@ def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c
     from pydantic import TypeAdapter
 
     from dataset.core.jobspec import EmbeddedRendererSpec, RendererSpec
-    from dataset.jobs.renderers import make_renderer
+    from dataset.render.embedded import EmbeddedRenderer, RenderSettings
     from dataset.sources import load_scene
     from inference.metrics import psnr
 
@@ -334,6 +334,8 @@ def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c
         return OffTrajectory(missing=f"its scene {source['scene']!r} does not load here ({type(e).__name__}: {e})")
     spec = source.get("renderer_spec")
     spec = TypeAdapter(RendererSpec).validate_python(spec) if spec else EmbeddedRendererSpec()
+    if not isinstance(spec, EmbeddedRendererSpec):
+        return OffTrajectory(missing=f"the dataset's manifest names a {spec.kind!r} renderer for an embedded clip")
     held = held_out_indices(len(frames), cfg.keyframe_every)
     picks = np.unique(held[np.linspace(0, len(held) - 1, cfg.off_trajectory_views).round().astype(int)])
     poses = off_trajectory_poses(depth, c2w, picks, cfg.off_trajectory_m)
@@ -341,7 +343,7 @@ def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c
         return OffTrajectory(missing=f"no held-out pose has {cfg.off_trajectory_m + FREE_MARGIN_M:.2f} m of free "
                                      "space to either side")
     width = frames.shape[2]
-    with make_renderer(spec, scene) as renderer:
+    with EmbeddedRenderer(scene, RenderSettings.from_spec(spec)) as renderer:
         match = psnr(renderer.render(c2w[picks[0]][None], width).rgb, frames[picks[0]][None])
         if match < MATCH_PSNR_DB:
             return OffTrajectory(missing=f"{source['scene']} renders frame {int(picks[0])} at {match:.1f} dB of the "

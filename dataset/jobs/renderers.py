@@ -23,7 +23,7 @@ def make_renderer(spec: RendererSpec, scene: Scene | None = None, endpoint: str 
         return UnrealCVRenderer(endpoint, timeout=spec.timeout_s)
     if scene is None:
         raise ValueError("the embedded renderer needs a scene")
-    return EmbeddedRenderer(scene, RenderSettings(supersample=spec.supersample, shadows=spec.shadows, threads=threads))
+    return EmbeddedRenderer(scene, RenderSettings.from_spec(spec, threads))
 
 
 def launch_instance(spec: UnrealRendererSpec, resolution: tuple[int, int], gpu: int | None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset.core.conventions import as_c2w_array, check_equirect_size, equirect_directions, perspective_directions
-from dataset.core.jobspec import MAX_SUPERSAMPLE
+from dataset.core.jobspec import MAX_SUPERSAMPLE, EmbeddedRendererSpec
 from dataset.core.raycast import EmbreeCaster, Hits
 from dataset.core.scene import Scene, default_poses
 from dataset.render.base import Frames
@@ -61,6 +61,11 @@ class RenderSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.supersample <= MAX_SUPERSAMPLE:
             raise ValueError(f"supersample must be 1 to {MAX_SUPERSAMPLE}, got {self.supersample}")
+
+    @classmethod
+    def from_spec(cls, spec: EmbeddedRendererSpec, threads: int | None = None) -> RenderSettings:
+        """The settings a job spec's ``renderer: {kind: embedded, ...}`` asks for (the others at their defaults)."""
+        return cls(supersample=spec.supersample, shadows=spec.shadows, threads=threads)
 
     def sun_direction(self) -> np.ndarray:
         """Unit vector toward the sun in world coordinates."""
