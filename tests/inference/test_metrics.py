@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from lpips_helpers import write_lpips
 from safetensors.torch import save_file
 
 from dataset.core.conventions import crop_rotation, pose_from_heading, rotation_from_heading
@@ -72,18 +73,6 @@ def test_frame_metrics_reject_mismatched_videos(clip):
 
 
 # ---------------------------------------------------------------------------------------------- LPIPS
-
-
-def write_lpips(folder, trunk: str = "alex", seed: int = 0):
-    """Random LPIPS weights as a user has them: the trunk in torchvision's layout and lpips' heads, two files in a
-    folder."""
-    torch.manual_seed(seed)
-    net = M.LpipsNetwork(trunk)
-    folder.mkdir()
-    save_file({f"features.{k}": v for k, v in net.features.state_dict().items()}, folder / "trunk.safetensors")
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(M._LPIPS_TRUNKS[trunk][2])},
-               folder / "heads.pth")
-    return folder
 
 
 @pytest.mark.parametrize(("trunk", "ctor"), [("alex", "alexnet"), ("vgg", "vgg16")])

@@ -73,8 +73,12 @@ def test_reconstruct_a_dataset_clip_then_eval_recon(dataset, tmp_path, capsys):
     assert len(list((out / "eval").glob("f*_pred.png"))) == 48 and (out / "eval" / "f0001_y000_p+00_mesh.png").is_file()
     assert len(list((out / "eval").glob("o*_gt.png"))) == 48
 
-    assert main(["eval-recon", str(out)]) == 0
+    from lpips_helpers import write_lpips
+
+    assert main(["eval-recon", str(out), "--lpips-weights", str(write_lpips(tmp_path / "lpips"))]) == 0
     again = json.loads((out / "eval" / "metrics.json").read_text())
+    assert 0 < again["lpips"] < 1 and "lpips" not in again["missing"]
+    assert again["off_trajectory"]["baselines"]["mesh"]["lpips"] > again["off_trajectory"]["lpips"]
     assert again["psnr"] == pytest.approx(m["psnr"], abs=1e-9) and again["views"] == 48
     assert again["baselines"]["mesh"]["ssim"] == pytest.approx(m["baselines"]["mesh"]["ssim"], abs=1e-9)
     assert again["off_trajectory"]["psnr"] == pytest.approx(off["psnr"], abs=1e-9)
