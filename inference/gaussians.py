@@ -108,6 +108,34 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
                         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(-1, 3, 3)
 
 
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton products a b of quaternions (..., 4) (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def rotmat_to_quat(r: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions (..., 4) (w, x, y, z, w >= 0) of rotation matrices (..., 3, 3), from the largest of the
+    four candidate denominators (stable for every rotation)."""
+    m = r.reshape(-1, 3, 3)
+    t = torch.stack([1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+                     1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], -1)
+    best = t.argmax(-1)
+    s = 2 * t.gather(1, best[:, None]).clamp_min(1e-12).sqrt()[:, 0]
+    d = {"yz": m[:, 2, 1] - m[:, 1, 2], "zx": m[:, 0, 2] - m[:, 2, 0], "xy": m[:, 1, 0] - m[:, 0, 1],
+         "xy+": m[:, 0, 1] + m[:, 1, 0], "zx+": m[:, 0, 2] + m[:, 2, 0], "yz+": m[:, 1, 2] + m[:, 2, 1]}
+    candidates = torch.stack([
+        torch.stack([s / 4, d["yz"] / s, d["zx"] / s, d["xy"] / s], -1),
+        torch.stack([d["yz"] / s, s / 4, d["xy+"] / s, d["zx+"] / s], -1),
+        torch.stack([d["zx"] / s, d["xy+"] / s, s / 4, d["yz+"] / s], -1),
+        torch.stack([d["xy"] / s, d["zx+"] / s, d["yz+"] / s, s / 4], -1)], 1)
+    q = candidates[torch.arange(len(m)), best]
+    q = torch.where(q[:, :1] < 0, -q, q)
+    return torch.nn.functional.normalize(q, dim=-1).reshape(*r.shape[:-2], 4)
+
+
 def covariances(gaussians: Gaussians) -> torch.Tensor:
     """(N, 3, 3) world-space covariances R S S^T R^T."""
     rs = quat_to_rotmat(gaussians.quats) * gaussians.scales[:, None, :]
