@@ -43,6 +43,8 @@ CLEARANCE = 0.5
 """Free distance beyond the walk's end that its view ahead must show, metres."""
 WEDGE_DEG = 20.0
 """Half-width (heading and elevation) of the view ahead checked for clearance, degrees."""
+COLUMNS = ("init", "mesh")
+"""The baselines in the table (the text lines show every baseline)."""
 TABLE3 = {"seconds": 571.0, "psnr": 27.62}
 """Matrix-3D's optimisation reconstruction at 480p (its Table 3)."""
 
@@ -196,9 +198,9 @@ def main() -> None:
               f"{m['gaussians_init']} -> {m['gaussians']} | {s['render']:.1f} | {s['views']:.1f} | {s['init']:.1f} | "
               f"{s['optimise']:.1f} ({1000 * s['optimise'] / opt['iterations']:.0f}) | {s['evaluate']:.1f} | "
               f"{s['total']:.1f} | {m['psnr']:.2f} / {m['ssim']:.3f} | "
-              + " | ".join(f"{base[b]['psnr']:.2f} / {base[b]['ssim']:.3f}" for b in BASELINES) + " | "
-              + " | ".join(f"{m['psnr'] - base[b]['psnr']:+.2f} dB" for b in BASELINES) + " | "
-              + (" / ".join(f"{v:.2f}" for v in [off["psnr"]] + [off["baselines"][b]["psnr"] for b in BASELINES])
+              + " | ".join(f"{base[b]['psnr']:.2f} / {base[b]['ssim']:.3f}" for b in COLUMNS) + " | "
+              + " | ".join(f"{m['psnr'] - base[b]['psnr']:+.2f} dB" for b in COLUMNS) + " | "
+              + (" / ".join(f"{v:.2f}" for v in [off["psnr"]] + [off["baselines"][b]["psnr"] for b in COLUMNS])
                  if (off := m.get("off_trajectory")) else "-") + " |")
     if reason is None:
         print(f"| Matrix-3D Table 3 | 960x480x81 | | 3000 | | | | | | | | {TABLE3['seconds']:.0f} | "

@@ -317,6 +317,37 @@ def to_gaussians(out: LRMOutput, c2w: torch.Tensor, frame_stride: int = 2, batch
                      sh0=out.sh0[batch, ::frame_stride].reshape(-1, 3))
 
 
+def usable_frames(frames: int, temporal: int = 4) -> int:
+    """The longest temporal k + 1 prefix of a clip of ``frames`` frames."""
+    if frames < 1:
+        raise ValueError("a clip needs at least one frame")
+    return (frames - 1) // temporal * temporal + 1
+
+
+@torch.no_grad()
+def predict(model: PanoLRM, vae, frames: np.ndarray, c2w: np.ndarray, frame_stride: int = 2,
+            device: torch.device | str | None = None) -> tuple[Gaussians, dict[str, float], int]:
+    """The Gaussians (in the clip's world) of a panoramic video (F, H, W, 3) uint8 with poses (F, 4, 4): its
+    longest 4k + 1 prefix encoded by the Wan ``vae`` (``inference.condition.encode_video``), its poses relative to
+    frame 0 as Plücker rays, one forward pass, every ``frame_stride``-th frame's Gaussians kept. Returns them, the
+    seconds of ``encode`` and ``predict``, and the number of frames used."""
+    import time
+
+    from inference.condition import encode_video, to_pixels
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    n = usable_frames(len(frames), model.cfg.vae_temporal)
+    frames, c2w = np.asarray(frames[:n]), as_c2w_array(c2w)[:n]
+    t = time.perf_counter()
+    latents = encode_video(vae, to_pixels(frames)).permute(0, 2, 1, 3, 4).to(device)
+    encode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    rays = plucker_rays(relative_poses(c2w).to(device), frames.shape[1], frames.shape[2], model.cfg.ray_mapping)
+    out = model(latents, rays[None])
+    gaussians = to_gaussians(out, torch.tensor(c2w, dtype=torch.float32, device=device), frame_stride)
+    return gaussians, {"encode": encode_s, "predict": time.perf_counter() - t}, n
+
+
 def build_lrm(preset_or_config: str | LRMConfig, seed: int = 0) -> PanoLRM:
     """A model of a preset name (``PRESETS``) or config, weights drawn from ``seed`` (the global RNG is left as
     it was)."""
@@ -430,4 +461,4 @@ def parameter_count(model: nn.Module) -> int:
 
 __all__ = ["CONFIG_FILE", "DPTHead", "LRMConfig", "LRMOutput", "PRESETS", "PanoLRM", "RAY_MAPPINGS", "WEIGHTS_FILE",
            "build_lrm", "latent_frames", "load_lrm", "load_matrix3d", "matrix3d_key", "parameter_count",
-           "plucker_rays", "ray_directions", "relative_poses", "to_gaussians"]
+           "plucker_rays", "predict", "ray_directions", "relative_poses", "to_gaussians", "usable_frames"]

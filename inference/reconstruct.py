@@ -44,8 +44,9 @@ from inference.recon_views import (
     keyframe_indices,
 )
 
-BASELINES = ("init", "mesh")
-"""The baselines rendered at the held-out views beside the reconstruction."""
+BASELINES = ("init", "mesh", "mean_colour")
+"""The baselines rendered at the held-out views beside the reconstruction: the depth point cloud as it is, the
+frame-0 panorama mesh, and the keyframes' mean colour everywhere (init and mesh need the keyframes' depth)."""
 IMAGE_KINDS = ("pred", "gt") + BASELINES
 """The evaluation images per held-out view: ``eval/NAME_KIND.png``."""
 OFF_PREFIX = "o"
@@ -121,11 +122,13 @@ def image_metrics(pred: np.ndarray, gt: np.ndarray, lpips_weights: str | Path | 
 def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out: str | Path, cfg: ReconConfig,
                      lpips_weights: str | Path | None = None, backend: str = "auto", progress: bool = True,
                      source: dict | None = None, device: str | None = None,
-                     off_trajectory: OffTrajectory | None = None) -> dict:
+                     off_trajectory: OffTrajectory | None = None, lrm: LRMRun | None = None) -> dict:
     """Reconstruct a panoramic clip (frames (N, H, W, 3) uint8, range depth (N, H, W) metres of at least its
     keyframes, c2w (N, 4, 4)) into ``out``; returns metrics.json's content. The Gaussians live on ``device``
     (default: the GPU when there is one, where ``auto`` picks gsplat). ``off_trajectory`` adds held-out views
-    beside the trajectory (``render_off_trajectory``)."""
+    beside the trajectory (``render_off_trajectory``). With ``lrm`` the feed-forward model predicts the Gaussians
+    from the whole video (method ``lrm``; ``depth`` may then be None, which leaves out the depth baselines)
+    instead of the optimisation fitting them to the keyframes (method ``opt``)."""
     import torch
 
     from dataset.core.conventions import save_matrix3d_cameras
@@ -141,40 +144,61 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
     held = held_out_indices(len(frames), cfg.keyframe_every)[::cfg.eval_every]
     if len(held) == 0:
         raise ValueError(f"keyframe_every {cfg.keyframe_every} leaves no held-out frame in a {len(frames)}-frame clip")
-    train = crop_views(frames, c2w, keys, cfg.crop_size, depth=depth)
+    has_depth = depth is not None and bool((depth[keys] > 0).any())
+    if lrm is None and not has_depth:
+        raise ValueError("the optimisation needs the keyframes' depth (give --depth or --depth-model)")
+    train = crop_views(frames, c2w, keys, cfg.crop_size, depth=depth) if lrm is None else None
     groups = {"held_out": crop_views(frames, c2w, held, cfg.crop_size)}
     off_trajectory = off_trajectory or OffTrajectory(missing="no scene to render it from")
     if off_trajectory.rgb is not None:
         groups["off_trajectory"] = crop_views(off_trajectory.rgb, off_trajectory.c2w, range(len(off_trajectory.rgb)),
                                               cfg.crop_size, prefix=OFF_PREFIX)
     seconds["views"] = time.perf_counter() - t
-    if cfg.super_resolution is not None:
+    if cfg.super_resolution is not None and train is not None:
         t = time.perf_counter()
         train.rgb = _super_resolved(frames, c2w, keys, cfg, device)
         seconds["super_resolution"] = time.perf_counter() - t
+    init = None
+    if has_depth:
+        t = time.perf_counter()
+        init = init_gaussians(frames, depth, c2w, keys, max_points=cfg.max_points,
+                              opacity=cfg.init_opacity).to(device)
+        seconds["init"] = time.perf_counter() - t
+    extra: dict = {}
+    if lrm is None:
+        result = optimise(init, train, cfg.opt, backend=backend, progress=progress, device=device)
+        seconds["optimise"] = result.seconds
+        gaussians = result.gaussians
+        extra = {"final_loss": result.losses[-1], "gaussians_init": len(init)}
+    else:
+        from inference.lrm import predict
+
+        gaussians, timing, used = predict(lrm.model, lrm.vae, frames, c2w, lrm.frame_stride, device)
+        seconds.update(timing)
+        extra = {"frames_used": used, "checkpoint": lrm.checkpoint, "gaussians_init": None if init is None
+                 else len(init)}
     t = time.perf_counter()
-    init = init_gaussians(frames, depth, c2w, keys, max_points=cfg.max_points, opacity=cfg.init_opacity).to(device)
-    seconds["init"] = time.perf_counter() - t
-    result = optimise(init, train, cfg.opt, backend=backend, progress=progress, device=device)
-    seconds["optimise"] = result.seconds
-    t = time.perf_counter()
-    images = {group: {"gt": views.rgb, "pred": render_views(result.gaussians, views, backend),
-                      "init": render_views(init, views, backend),
-                      "mesh": mesh_baseline(frames[0], depth[0], c2w[0], views)}
-              for group, views in groups.items()}
+    mean = frames[keys].reshape(-1, 3).mean(0).round().astype(np.uint8)
+    images = {}
+    for group, views in groups.items():
+        images[group] = {"gt": views.rgb, "pred": render_views(gaussians, views, backend),
+                         "mean_colour": np.broadcast_to(mean, views.rgb.shape).copy()}
+        if has_depth:
+            images[group]["init"] = render_views(init, views, backend)
+            images[group]["mesh"] = mesh_baseline(frames[0], depth[0], c2w[0], views)
     seconds["evaluate"] = time.perf_counter() - t
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval").mkdir(exist_ok=True)
     (out / "keyframes").mkdir(exist_ok=True)
-    save_ply(out / "scene.ply", result.gaussians)  # save_ply moves to the CPU
+    save_ply(out / "scene.ply", gaussians)  # save_ply moves to the CPU
     save_matrix3d_cameras(out / "cameras.json", c2w)
     for k in keys:
         _save_png(out / "keyframes" / f"{int(k):04d}.png", frames[k])
     for group, views in groups.items():
         for v, name in enumerate(views.names):
-            for kind in IMAGE_KINDS:
-                _save_png(out / "eval" / f"{name}_{kind}.png", images[group][kind][v])
+            for kind, batch in images[group].items():
+                _save_png(out / "eval" / f"{name}_{kind}.png", batch[v])
     metrics = _table(images["held_out"], lpips_weights)
     if "off_trajectory" in images:
         metrics["off_trajectory"] = {**_table(images["off_trajectory"], lpips_weights, missing=False),
@@ -184,12 +208,11 @@ def reconstruct_clip(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, out
         metrics["off_trajectory"] = None
         metrics["missing"]["off_trajectory"] = off_trajectory.missing
     seconds["total"] = sum(seconds.values())
-    metrics.update({"gaussians": len(result.gaussians), "gaussians_init": len(init),
+    metrics.update({"gaussians": len(gaussians), **extra,
                     "keyframes": [int(k) for k in keys], "held_out": [int(h) for h in held],
-                    "views": {"train": len(train), "eval": len(groups["held_out"]),
+                    "views": {"train": 0 if train is None else len(train), "eval": len(groups["held_out"]),
                               "off_trajectory": len(groups.get("off_trajectory", ()))},
-                    "final_loss": result.losses[-1],
-                    "seconds": {k: round(v, 3) for k, v in seconds.items()}, "method": "opt",
+                    "seconds": {k: round(v, 3) for k, v in seconds.items()}, "method": "opt" if lrm is None else "lrm",
                     "config": cfg.model_dump(mode="json"), "source": source or {}})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return metrics
@@ -211,11 +234,15 @@ def _super_resolved(frames: np.ndarray, c2w: np.ndarray, keys: np.ndarray, cfg: 
 
 def _table(images: dict[str, np.ndarray], lpips_weights: str | Path | None, missing: bool = True) -> dict:
     """metrics.json's evaluation keys: the reconstruction's psnr/ssim/lpips at the top level, each baseline's under
-    ``baselines``, and (with ``missing``) ``missing`` naming every None."""
+    ``baselines`` (None where its images are absent), and (with ``missing``) ``missing`` naming every None."""
     ours = image_metrics(images["pred"], images["gt"], lpips_weights)
-    table = {**ours, "baselines": {b: image_metrics(images[b], images["gt"], lpips_weights) for b in BASELINES}}
+    table = {**ours, "baselines": {b: image_metrics(images[b], images["gt"], lpips_weights) if b in images else None
+                                   for b in BASELINES}}
     if missing:
         table["missing"] = {} if lpips_weights is not None else {"lpips": "no --lpips-weights given"}
+        for b in BASELINES:
+            if b not in images:
+                table["missing"][f"baselines.{b}"] = "needs the keyframes' depth"
     return table
 
 
@@ -231,14 +258,18 @@ def eval_folder(folder: str | Path, lpips_weights: str | Path | None = None) -> 
     names = sorted(p.name.removesuffix("_gt.png") for p in folder.glob("*_gt.png"))
     if not names:
         raise ValueError(f"{folder} holds no NAME_gt.png images")
+    kinds = ["pred", "gt"]
     for kind in IMAGE_KINDS:
         missing = [n for n in names if not (folder / f"{n}_{kind}.png").is_file()]
+        if kind in BASELINES and len(missing) == len(names):
+            continue  # a baseline the run could not make
         if missing:
             raise ValueError(f"{folder} lacks {missing[0]}_{kind}.png (and {len(missing) - 1} more)")
+        kinds += [kind] if kind in BASELINES else []
 
     def load(group: list[str]) -> dict[str, np.ndarray]:
         return {kind: np.stack([np.asarray(Image.open(folder / f"{n}_{kind}.png").convert("RGB")) for n in group])
-                for kind in IMAGE_KINDS}
+                for kind in kinds}
 
     off = [n for n in names if n.startswith(OFF_PREFIX)]
     on = [n for n in names if not n.startswith(OFF_PREFIX)]
@@ -263,6 +294,20 @@ def clip_inputs(dataset: str | Path, clip_id: str) -> tuple[np.ndarray, np.ndarr
     return clip.frames(), clip.depth(), clip.c2w, {"dataset": str(dataset), "clip_id": clip_id,
                                                     "scene": clip.row["scene"], "renderer": clip.row["renderer"],
                                                     "renderer_spec": renderer_spec}
+
+
+@dataclass
+class LRMRun:
+    """What ``reconstruct --method lrm`` predicts with."""
+
+    model: object
+    """An ``inference.lrm.PanoLRM`` in eval mode."""
+    vae: object
+    """The Wan VAE that encodes the video into the model's latents."""
+    checkpoint: str
+    """Where the model's weights came from (for metrics.json)."""
+    frame_stride: int = 2
+    """Keep the Gaussians of every this many frames (Matrix-3D: 2)."""
 
 
 @dataclass
@@ -355,8 +400,10 @@ def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c
 
 def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth_dir: str | Path | None = None,
                  depth_model: str | Path | None = None, reference_depth: str | Path | None = None,
-                 device: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Frames, keyframe range depth (other frames 0) and poses of a panoramic video (e.g. ``matrix-pano generate``'s
+                 device: str | None = None,
+                 require_depth: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, dict]:
+    """Frames, keyframe range depth (other frames 0; None when neither source is given and ``require_depth`` is
+    off, as for ``--method lrm``) and poses of a panoramic video (e.g. ``matrix-pano generate``'s
     ``video.mp4`` + ``cameras.json``). Depth comes from ``depth_dir`` (``NNNN.npy`` range in metres per keyframe,
     e.g. exact depth) or from the estimator at ``depth_model`` (a transformers folder or ``tiny``;
     ``inference.depth_estimate``), aligned across keyframes by scale and shift and, with ``reference_depth`` (an
@@ -369,9 +416,14 @@ def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth
     if len(c2w) != len(frames):
         raise ValueError(f"{cameras} has {len(c2w)} poses for the {len(frames)} frames of {video}: give one per frame")
     keys = keyframe_indices(len(frames), cfg.keyframe_every)
+    if depth_dir is not None and depth_model is not None:
+        raise ValueError("give --depth DIR or --depth-model PATH|tiny, not both")
+    if depth_dir is None and depth_model is None:
+        if require_depth:
+            raise ValueError("a video needs its depth: give --depth DIR (NNNN.npy per keyframe) or --depth-model "
+                             "PATH|tiny")
+        return frames, None, c2w, {"video": str(video), "cameras": str(cameras)}
     depth = np.zeros(frames.shape[:3], np.float32)
-    if (depth_dir is None) == (depth_model is None):
-        raise ValueError("a video needs its depth: give --depth DIR (NNNN.npy per keyframe) or --depth-model PATH|tiny")
     if depth_dir is not None:
         for k in keys:
             path = Path(depth_dir) / f"{int(k):04d}.npy"
@@ -392,5 +444,6 @@ def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth
     return frames, depth, c2w, {"video": str(video), "cameras": str(cameras), **source}
 
 
-__all__ = ["BASELINES", "OffTrajectory", "ReconConfig", "clip_inputs", "eval_folder", "free_along", "image_metrics",
-           "mesh_baseline", "off_trajectory_poses", "reconstruct_clip", "render_off_trajectory", "video_inputs"]
+__all__ = ["BASELINES", "LRMRun", "OffTrajectory", "ReconConfig", "clip_inputs", "eval_folder", "free_along",
+           "image_metrics", "mesh_baseline", "off_trajectory_poses", "reconstruct_clip", "render_off_trajectory",
+           "video_inputs"]

@@ -13,8 +13,8 @@ HEADLINE = ("psnr", "ssim", "lpips")
 
 
 def _line(metrics: dict, **extra) -> str:
-    def short(m: dict) -> dict:
-        return {k: None if m[k] is None else round(m[k], 4) for k in HEADLINE}
+    def short(m: dict | None) -> dict | None:
+        return None if m is None else {k: None if m[k] is None else round(m[k], 4) for k in HEADLINE}
 
     off = metrics.get("off_trajectory")
     return json.dumps({**short(metrics), "baselines": {b: short(m) for b, m in metrics["baselines"].items()},
@@ -26,6 +26,7 @@ def _line(metrics: dict, **extra) -> str:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     from dataset.core.jobspec import load_yaml_spec
     from inference.reconstruct import (
+        LRMRun,
         OffTrajectory,
         ReconConfig,
         clip_inputs,
@@ -41,20 +42,34 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         cfg = cfg.model_copy(update={"crop_size": args.crop_size})
     if args.super_resolution is not None:
         cfg = cfg.model_copy(update={"super_resolution": args.super_resolution})
+    lrm = None
+    if args.method == "lrm":
+        if args.checkpoint is None or args.vae is None:
+            raise CliError("--method lrm needs --checkpoint PATH|tiny (train-lrm's folder or Matrix-3D's .pt) and "
+                           "--vae PATH|tiny (a Wan2.1 folder with its VAE)")
+        from inference.lrm import load_lrm
+        from inference.wan import default_device, load_wan
+
+        device = args.device or str(default_device())
+        lrm = LRMRun(model=load_lrm(args.checkpoint, device), vae=load_wan(args.vae, device=device,
+                                                                             parts=("vae",)).vae,
+                     checkpoint=str(args.checkpoint))
+    elif args.checkpoint is not None or args.vae is not None:
+        raise CliError("--checkpoint and --vae are for --method lrm")
     if (args.from_clip is None) == (args.video is None):
         raise CliError("give --from-clip DATASET CLIP_ID, or --video MP4 --cameras JSON with --depth or --depth-model")
     if args.video is not None:
         if args.cameras is None:
             raise CliError("--video needs --cameras JSON (one pose per frame, e.g. generate's cameras.json)")
         frames, depth, c2w, source = video_inputs(args.video, args.cameras, cfg, args.depth, args.depth_model,
-                                                  args.reference_depth, args.device)
+                                                  args.reference_depth, args.device, require_depth=lrm is None)
         off = OffTrajectory(missing="a video has no scene to render views beside its trajectory")
     else:
         frames, depth, c2w, source = clip_inputs(*args.from_clip)
         off = render_off_trajectory(source, frames, depth, c2w, cfg)
     metrics = reconstruct_clip(frames, depth, c2w, args.out, cfg, lpips_weights=args.lpips_weights,
                                backend=args.backend, progress=not args.quiet, source=source, device=args.device,
-                               off_trajectory=off)
+                               off_trajectory=off, lrm=lrm)
     print(_line(metrics, gaussians=metrics["gaussians"], seconds=metrics["seconds"]["total"], out=str(args.out)))
 
 
@@ -81,7 +96,11 @@ def add_reconstruct(sub) -> None:
                                              "estimated depth is in metres")
     p.add_argument("--device", help="torch device of the Gaussians and the depth estimator (default: cuda when "
                                     "available)")
-    p.add_argument("--method", choices=["opt"], default="opt", help="opt: 3D Gaussian optimisation (Matrix-3D)")
+    p.add_argument("--method", choices=["opt", "lrm"], default="opt",
+                   help="opt: 3D Gaussian optimisation (Matrix-3D's recipe); lrm: the feed-forward model")
+    p.add_argument("--checkpoint", metavar="PATH|tiny",
+                   help="--method lrm: train-lrm's output folder, Matrix-3D's pano_lrm_480p.pt, or tiny")
+    p.add_argument("--vae", metavar="PATH|tiny", help="--method lrm: a Wan2.1 folder whose VAE encodes the video")
     p.add_argument("--config", help="ReconConfig YAML (keyframe_every, crop_size, max_points, opt: {...})")
     p.add_argument("--iterations", type=number_flag(int, ge=1, le=1_000_000),
                    help="optimiser steps (the densify schedule scales with them; a shorter run gets larger "

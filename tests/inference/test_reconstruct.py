@@ -84,6 +84,40 @@ def test_reconstruct_a_dataset_clip_then_eval_recon(dataset, tmp_path, capsys):
     assert again["off_trajectory"]["psnr"] == pytest.approx(off["psnr"], abs=1e-9)
 
 
+@pytest.mark.slow
+def test_reconstruct_with_the_feed_forward_model_then_view_it(dataset, tmp_path, capsys):
+    """``--method lrm`` with the tiny model and the tiny Wan VAE: the same outputs as ``opt``, so eval-recon and
+    the viewer take them unchanged."""
+    from inference.viewer import serve
+
+    (tmp_path / "small.yaml").write_text("max_points: 5000\neval_every: 4\n")
+    out = tmp_path / "lrm"
+    assert main(["reconstruct", "--from-clip", str(dataset), "walk", "--method", "lrm", "--checkpoint", "tiny",
+                 "--vae", "tiny", "--config", str(tmp_path / "small.yaml"), "--crop-size", "32", "--backend",
+                 "torch", "--quiet", "--out", str(out)]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "lrm" and m["frames_used"] == 9 and m["checkpoint"] == "tiny"
+    assert m["gaussians"] == 5 * 128 * 256  # frames 0, 2, ..., 8 at half the 512x256 resolution
+    assert {"encode", "predict", "evaluate"} <= set(m["seconds"]) and "optimise" not in m["seconds"]
+    assert set(m["baselines"]) == {"init", "mesh", "mean_colour"} and line["baselines"]["mean_colour"] is not None
+    assert np.isfinite(m["psnr"]) and m["off_trajectory"]["views"] == 48
+    again = eval_again(out)
+    assert again["baselines"]["mean_colour"]["psnr"] == pytest.approx(m["baselines"]["mean_colour"]["psnr"])
+    viewer = serve(out, port=0)
+    viewer.stop()
+    capsys.readouterr()
+    assert main(["reconstruct", "--from-clip", str(dataset), "walk", "--method", "lrm", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--method lrm needs --checkpoint" in capsys.readouterr().err
+
+
+def eval_again(out: Path) -> dict:
+    """``matrix-pano eval-recon out``'s table."""
+    assert main(["eval-recon", str(out)]) == 0
+    return json.loads((out / "eval" / "metrics.json").read_text())
+
+
 def test_off_trajectory_poses_step_aside_into_free_space_only():
     from dataset.core.conventions import equirect_directions
     from inference.reconstruct import off_trajectory_poses
