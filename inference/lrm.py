@@ -254,8 +254,15 @@ class PanoLRM(nn.Module):
         self.gaussian_time = nn.ConvTranspose3d(cfg.head_channels, cfg.gaussian_channels, **up)
 
     def depth_parameters(self) -> list[nn.Parameter]:
-        """The parameters that only the depth output depends on (frozen in training stage 2)."""
-        return [*self.depth_head.parameters(), *self.depth_time.parameters()]
+        """Every parameter the depth output depends on: stems, projection, the depth layers, the depth head (frozen
+        in training stage 2, so stage 2 leaves the depth exactly as stage 1 made it)."""
+        parts = (self.latent_stem, self.latent_norm, self.camera_stem, self.proj, self.input_norm, self.depth_blocks,
+                 self.depth_head, self.depth_time)
+        return [p for part in parts for p in part.parameters()]
+
+    def gaussian_parameters(self) -> list[nn.Parameter]:
+        """The parameters only the Gaussians' other attributes depend on (trained in stage 2)."""
+        return [p for part in (self.gaussian_blocks, self.gaussian_head, self.gaussian_time) for p in part.parameters()]
 
     def forward(self, latents: torch.Tensor, plucker: torch.Tensor) -> LRMOutput:
         """latents (B, T, C, h, w), normalised as ``inference.condition.encode_video`` makes them; plucker

@@ -1,5 +1,5 @@
-"""The ``train-video`` subcommand: LoRA training of the panoramic video model on latent caches
-(``training.video``)."""
+"""The training subcommands: ``train-video`` (LoRA training of the panoramic video model on latent caches,
+``training.video``) and ``train-lrm`` (the feed-forward reconstruction model on dataset shards, ``training.lrm``)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,28 @@ def add_train_video(sub) -> None:
     p.add_argument("--workers", type=number_flag(int, ge=1, le=MAX_WORKERS), default=1,
                    help="Ray Train workers (one GPU each when the cluster has them); default 1")
     p.set_defaults(func=cmd_train_video)
+
+
+def cmd_train_lrm(args: argparse.Namespace) -> None:
+    from dataset.core.jobspec import load_yaml_spec, parse_spec
+    from training.lrm import TrainLRMSpec, train_lrm
+
+    spec = load_yaml_spec(args.config, TrainLRMSpec, "train-lrm config")
+    overrides = {k: v for k, v in (("data", args.data), ("out", args.out)) if v is not None}
+    if overrides:
+        spec = parse_spec(TrainLRMSpec, {**spec.model_dump(mode="json"), **overrides}, "train-lrm options")
+    if args.steps is not None:
+        spec = spec.with_steps(args.steps)
+    print(json.dumps(train_lrm(spec, progress=not args.quiet)))
+
+
+def add_train_lrm(sub) -> None:
+    p = sub.add_parser("train-lrm", help="train the feed-forward reconstruction model on dataset shards (depth, then "
+                                         "images with the depth frozen)")
+    p.add_argument("config", help="train-lrm YAML config (see configs/train_lrm_tiny.yaml)")
+    p.add_argument("--data", nargs="+", metavar="DIR", help="dataset folders (replace the config's data)")
+    p.add_argument("--out", help="output folder (replaces the config's out); a rerun resumes from its checkpoints")
+    p.add_argument("--steps", type=number_flag(int, ge=1, le=10_000_000),
+                   help="steps in all, split between the stages as the config splits them")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_train_lrm)

@@ -9,28 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recon_helpers import commit_clip
 
 from dataset.cli import main
 from dataset.core.conventions import load_matrix3d_cameras, pose_from_heading
 
 FRAMES = 11
 SCENE = "procedural:room:6x8x3"
-
-
-def commit_clip(out: Path, scene: str, c2w: np.ndarray, clip_id: str = "walk") -> Path:
-    """A 512x256 clip of ``scene`` along ``c2w``, committed into ``out`` as ``matrix-pano build`` does."""
-    from dataset.core.jobspec import JobSpec
-    from dataset.jobs.clips import clip_row
-    from dataset.render.embedded import EmbeddedRenderer
-    from dataset.sources import load_scene
-    from dataset.store.shards import ShardWriter
-
-    spec = JobSpec.model_validate({"scenes": [scene], "frames_per_clip": len(c2w), "resolution": [512, 256]})
-    writer = ShardWriter(out / "shards", rows_per_group=1)
-    with EmbeddedRenderer(load_scene(scene)) as renderer:
-        writer.add(clip_row(renderer, spec, scene, scene.split(":")[-1], clip_id, clip_id, c2w))
-    writer.commit(0)
-    return out
 
 
 @pytest.fixture(scope="module")
