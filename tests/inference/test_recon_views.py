@@ -13,6 +13,7 @@ from inference.guidance import invisible_pixels
 from inference.recon_views import (
     crop_views,
     depth_points,
+    edge_threshold,
     held_out_indices,
     init_gaussians,
     keyframe_indices,
@@ -65,8 +66,9 @@ def test_crops_coarser_than_the_panorama_are_area_averaged():
 def test_initial_points_lie_on_the_surfaces_and_skip_depth_edges(clip):
     _, frames, c2w = clip
     points, colours = depth_points(frames.rgb, frames.depth, c2w, [0])
-    edge = invisible_pixels(frames.depth[0])
+    edge = invisible_pixels(frames.depth[0], edge_threshold(256))
     assert len(points) == int(((frames.depth[0] > 0) & ~edge).sum()) and colours.dtype == np.uint8
+    assert 0 < edge.mean() < invisible_pixels(frames.depth[0]).mean()  # the crate's outline, not the grazing floor
     inside = np.all((points > [-2.001, -3.001, -0.001]) & (points < [2.001, 3.001, 3.001]), axis=1)
     assert inside.all(), "every point on or inside the room's walls"
     g = init_gaussians(frames.rgb, frames.depth, c2w, [0, 5], max_points=5000)
