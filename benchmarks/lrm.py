@@ -1,7 +1,7 @@
 """The feed-forward reconstruction model (``inference.lrm``, ``training.lrm``): training steps per second per
 stage, reconstruction seconds and held-out PSNR against the optimisation on the same clip, in one run.
 
-    python benchmarks/lrm.py [--width 256] [--frames 13] [--steps 300] [--opt-iterations 200] [--crop-size 32]
+    python benchmarks/lrm.py [--width 256] [--frames 13] [--steps 300] [--opt-iterations 3000] [--crop-size 32]
 
 CPU part: a walk through ``procedural:room:6x8x3`` rendered at ``--width`` and committed as a dataset; the tiny
 model trained on it with ``configs/train_lrm_tiny.yaml`` (``--steps`` split as the config splits them); then
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256, help="panorama width of the CPU clip")
     parser.add_argument("--frames", type=int, default=13, help="frames of the CPU clip")
     parser.add_argument("--steps", type=int, default=300, help="training steps in all (both stages)")
-    parser.add_argument("--opt-iterations", type=int, default=200, help="iterations of the optimisation it is "
+    parser.add_argument("--opt-iterations", type=int, default=3000, help="iterations of the optimisation it is "
                                                                         "compared with")
     parser.add_argument("--crop-size", type=int, default=32, help="evaluation crop size")
     args = parser.parse_args()
