@@ -5,9 +5,11 @@ Stages (each timed in ``metrics.json``): keyframes every ``keyframe_every`` fram
 their 12 perspective crops with planar depth; Gaussians initialised on the keyframes' depth without depth-edge
 pixels; optimisation (``inference.gs_opt``, Matrix-3D's recipe); evaluation on crops of the held-out frames (the
 non-keyframes; for a dataset clip whose scene this machine can render, also panoramas rendered at poses beside the
-trajectory, ``off_trajectory``) against two baselines in the same run: ``init``, the initial point cloud rendered as
-it is (Gaussians of ``init_opacity``), and ``mesh``, the frame-0 panorama mesh of ``inference.guidance`` rendered at
-the held-out crops (black where the mesh knows nothing, as in guidance).
+trajectory, ``off_trajectory``) against three baselines in the same run: ``init``, the initial point cloud rendered
+as it is (Gaussians of ``init_opacity``), ``mesh``, the frame-0 panorama mesh of ``inference.guidance`` rendered at
+the held-out crops (black where the mesh knows nothing, as in guidance), and ``mean_colour``. Method ``lrm``
+replaces the initialisation and optimisation by the feed-forward model (``inference.lrm.predict``) on the whole
+video; everything else is the same.
 
 Output folder::
 
@@ -61,7 +63,8 @@ the clip was rendered from (or not with the same settings) and no off-trajectory
 
 
 class ReconConfig(StrictModel):
-    """A ``reconstruct --method opt`` run."""
+    """A ``reconstruct`` run (the initialisation and ``opt`` fields serve method ``opt``; views and evaluation
+    both)."""
 
     keyframe_every: int = Field(KEYFRAME_EVERY, ge=1)
     """Keyframe stride; the other frames are held out for evaluation."""

@@ -300,7 +300,8 @@ def _stage_of(step: int, spec: TrainLRMSpec) -> int:
 
 
 def _newest_checkpoint(out: Path) -> Path | None:
-    steps = sorted((int(p.name.split("-")[1]), p) for p in (out / "checkpoints").glob("step-*") if p.is_dir())
+    steps = sorted((int(p.name.split("-")[1]), p) for p in (out / "checkpoints").glob("step-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())  # step-N.tmp is an interrupted write
     return steps[-1][1] if steps else None
 
 

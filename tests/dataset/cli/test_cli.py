@@ -84,8 +84,8 @@ def test_help_lists_every_subcommand(capsys):
     assert exit_info.value.code == 0
     listed = capsys.readouterr().out.split("{", 1)[1].split("}", 1)[0].split(",")
     assert listed == ["render", "sample", "build", "verify", "stats", "annotate", "review", "export", "unreal",
-                      "guidance", "generate", "cache-latents", "train-video", "eval-video", "reconstruct", "eval-recon",
-                      "view", "scenes", "demo"]
+                      "guidance", "generate", "cache-latents", "train-video", "train-lrm", "eval-video", "reconstruct",
+                      "eval-recon", "view", "scenes", "demo"]
 
 
 def test_flag_defaults_are_the_job_spec_defaults():
