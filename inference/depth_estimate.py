@@ -48,7 +48,7 @@ from dataset.core.conventions import (
     planar_to_range,
 )
 from inference.guidance import invisible_pixels
-from inference.wan import ModelFolderError, cached_folder, default_device
+from inference.wan import ModelFolderError, cached_folder, check_processor_folder, default_device
 
 TINY = "tiny"
 """The preset name ``load_depth_estimator`` accepts instead of a folder."""
@@ -107,14 +107,7 @@ def load_depth_estimator(path_or_tiny: str | Path, device: torch.device | str | 
     if kind is not None and kind not in KINDS:
         raise ValueError(f"depth estimator kind {kind!r} is not one of {', '.join(KINDS)}")
     folder = tiny_folder() if str(path_or_tiny) == TINY else Path(path_or_tiny).expanduser()
-    if not folder.is_dir():
-        raise ModelFolderError(f"depth model folder {folder} does not exist: give {_EXPECTED}")
-    for name in ("config.json", "preprocessor_config.json"):
-        if not (folder / name).is_file():
-            raise ModelFolderError(f"{folder} lacks {name}: expected {_EXPECTED}")
-    if not any(folder.glob("*.safetensors")):
-        raise ModelFolderError(f"{folder} has no *.safetensors weights (pickled .bin weights are not loaded): "
-                               "save the model with safe_serialization=True")
+    check_processor_folder(folder, "depth model", _EXPECTED)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     kind = kind or _default_kind(config)
     if kind is None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.wan import ModelFolderError, cached_folder, default_device
+from inference.wan import ModelFolderError, cached_folder, check_processor_folder, default_device
 
 TINY = "tiny"
 """The preset name ``load_super_resolution`` accepts instead of a folder."""
@@ -61,14 +61,7 @@ def load_super_resolution(path_or_tiny: str | Path, device: torch.device | str |
     from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageToImage
 
     folder = tiny_folder() if str(path_or_tiny) == TINY else Path(path_or_tiny).expanduser()
-    if not folder.is_dir():
-        raise ModelFolderError(f"super-resolution folder {folder} does not exist: give {_EXPECTED}")
-    for name in ("config.json", "preprocessor_config.json"):
-        if not (folder / name).is_file():
-            raise ModelFolderError(f"{folder} lacks {name}: expected {_EXPECTED}")
-    if not any(folder.glob("*.safetensors")):
-        raise ModelFolderError(f"{folder} has no *.safetensors weights (pickled .bin weights are not loaded): "
-                               "save the model with safe_serialization=True")
+    check_processor_folder(folder, "super-resolution", _EXPECTED)
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     scale = int(getattr(config, "upscale", 0) or 0)
     if scale < 2:

@@ -380,6 +380,21 @@ def tiny_folder(seed: int = 0) -> Path:
     return cached_folder(name, "model_index.json", lambda folder: save_tiny(folder, seed))
 
 
+def check_processor_folder(folder: Path, what: str, expected: str) -> Path:
+    """``folder`` if it is a transformers model folder with an image processor (config.json,
+    preprocessor_config.json, safetensors weights), else ``ModelFolderError`` naming what is missing and
+    ``expected``."""
+    if not folder.is_dir():
+        raise ModelFolderError(f"{what} folder {folder} does not exist: give {expected}")
+    for name in ("config.json", "preprocessor_config.json"):
+        if not (folder / name).is_file():
+            raise ModelFolderError(f"{folder} lacks {name}: expected {expected}")
+    if not any(folder.glob("*.safetensors")):
+        raise ModelFolderError(f"{folder} has no *.safetensors weights (pickled .bin weights are not loaded): "
+                               "save the model with safe_serialization=True")
+    return folder
+
+
 def cached_folder(name: str, marker: str, build) -> Path:
     """``cache_dir() / name``, built on first use by ``build(folder)`` in a temporary folder and renamed into place
     (so concurrent first uses are safe); ``marker`` is the file whose presence says the folder is complete."""
