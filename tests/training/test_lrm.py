@@ -80,3 +80,13 @@ def test_bad_configs_are_one_line_errors(dataset, tmp_path, capsys):
     assert main(["train-lrm", str(REPO / "configs/train_lrm_tiny.yaml"), "--data", str(tmp_path),
                  "--out", str(tmp_path / "o")]) == 2
     assert "not a Matrix-Pano dataset" in capsys.readouterr().err
+
+
+def test_steps_split_as_the_config_splits_them_and_interrupted_checkpoints_are_skipped(tmp_path):
+    from training.lrm import TrainLRMSpec, _newest_checkpoint
+
+    spec = TrainLRMSpec(stage1_steps=100, stage2_steps=200).with_steps(150)
+    assert (spec.stage1_steps, spec.stage2_steps) == (50, 100)
+    for name in ("step-5", "step-40", "step-90.tmp"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    assert _newest_checkpoint(tmp_path).name == "step-40"
