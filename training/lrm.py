@@ -34,6 +34,7 @@ import json
 import math
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,8 +185,13 @@ def load_clips(folders: list[str], width: int | None) -> list[ClipData]:
     return clips
 
 
+LATENT_MEMO = 256
+"""Context latents kept in memory (least recently used dropped first; 10 MB each at 480p x 81 frames)."""
+
+
 class SampleSource:
-    """Draws samples from clips (see the module doc), the VAE latents memoised per (clip, start)."""
+    """Draws samples from clips (see the module doc), the VAE latents of the ``LATENT_MEMO`` most recent
+    (clip, start) contexts memoised."""
 
     def __init__(self, clips: list[ClipData], vae, spec: TrainLRMSpec, cfg: LRMConfig, device: torch.device):
         span = spec.context_stride * (spec.frames - 1) + 1
@@ -195,7 +201,7 @@ class SampleSource:
                            f"{spec.context_stride} needs: lower frames or context_stride")
         latent_frames(spec.frames, cfg.vae_temporal)  # 4k + 1, or a clear error
         self.vae, self.spec, self.cfg, self.device, self.span = vae, spec, cfg, device, span
-        self._latents: dict[tuple[int, int], torch.Tensor] = {}
+        self._latents: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
 
     def _encode(self, c: int, start: int) -> torch.Tensor:
         from inference.condition import encode_video, to_pixels
@@ -205,6 +211,9 @@ class SampleSource:
             idx = start + self.spec.context_stride * np.arange(self.spec.frames)
             lat = encode_video(self.vae, to_pixels(self.clips[c].frames[idx]))
             self._latents[key] = lat.permute(0, 2, 1, 3, 4).to(self.device)
+            if len(self._latents) > LATENT_MEMO:
+                self._latents.popitem(last=False)
+        self._latents.move_to_end(key)
         return self._latents[key]
 
     def draw(self, rng: np.random.Generator, with_views: bool) -> Sample:
