@@ -360,10 +360,20 @@ def off_trajectory_poses(depth: np.ndarray, c2w: np.ndarray, frames: np.ndarray,
 def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray,
                           cfg: ReconConfig) -> OffTrajectory:
     """Panoramas at ``cfg.off_trajectory_views`` poses beside a dataset clip's trajectory (``clip_inputs``'
-    ``source``), rendered by its scene with the build's renderer settings: beside held-out frames spread over
-    the clip (``off_trajectory_poses``). None, with the reason, where the scene cannot render them: a clip of
-    another renderer, a scene that does not load here, or one whose render at a clip pose does not match the
-    clip's frame (``MATCH_PSNR_DB``)."""
+    ``source``): beside held-out frames spread over the clip (``render_beside``)."""
+    if cfg.off_trajectory_views == 0:
+        return OffTrajectory(missing="off_trajectory_views is 0")
+    held = held_out_indices(len(frames), cfg.keyframe_every)
+    picks = np.unique(held[np.linspace(0, len(held) - 1, cfg.off_trajectory_views).round().astype(int)])
+    return render_beside(source, frames, depth, c2w, picks, cfg.off_trajectory_m)
+
+
+def render_beside(source: dict, frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, picks: np.ndarray,
+                  offset_m: float) -> OffTrajectory:
+    """Panoramas rendered by a dataset clip's scene (``clip_inputs``' ``source``) with the build's renderer
+    settings, at the poses of frames ``picks`` moved ``offset_m`` sideways (``off_trajectory_poses``). None, with
+    the reason, where the scene cannot render them: a clip of another renderer, a scene that does not load here,
+    or one whose render at a clip pose does not match the clip's frame (``MATCH_PSNR_DB``)."""
     from pydantic import TypeAdapter
 
     from dataset.core.jobspec import EmbeddedRendererSpec, RendererSpec
@@ -371,25 +381,21 @@ def render_off_trajectory(source: dict, frames: np.ndarray, depth: np.ndarray, c
     from dataset.sources import load_scene
     from inference.metrics import psnr
 
-    if cfg.off_trajectory_views == 0:
-        return OffTrajectory(missing="off_trajectory_views is 0")
     if source.get("renderer") != "embedded":
         return OffTrajectory(missing=f"the clip was rendered by {source.get('renderer')!r}; only clips of the "
                                      "embedded renderer are rendered again")
     try:
         scene = load_scene(source["scene"])
-    except Exception as e:  # any loader error: the evaluation goes on without these views
+    except Exception as e:  # any loader error: the caller goes on without these views
         return OffTrajectory(missing=f"its scene {source['scene']!r} does not load here ({type(e).__name__}: {e})")
     spec = source.get("renderer_spec")
     spec = TypeAdapter(RendererSpec).validate_python(spec) if spec else EmbeddedRendererSpec()
     if not isinstance(spec, EmbeddedRendererSpec):
         return OffTrajectory(missing=f"the dataset's manifest names a {spec.kind!r} renderer for an embedded clip")
-    held = held_out_indices(len(frames), cfg.keyframe_every)
-    picks = np.unique(held[np.linspace(0, len(held) - 1, cfg.off_trajectory_views).round().astype(int)])
-    poses = off_trajectory_poses(depth, c2w, picks, cfg.off_trajectory_m)
+    poses = off_trajectory_poses(depth, c2w, picks, offset_m)
     if len(poses) == 0:
-        return OffTrajectory(missing=f"no held-out pose has {cfg.off_trajectory_m + FREE_MARGIN_M:.2f} m of free "
-                                     "space to either side")
+        return OffTrajectory(missing=f"no chosen frame's pose has {offset_m + FREE_MARGIN_M:.2f} m of free space "
+                                     "to either side")
     width = frames.shape[2]
     with EmbeddedRenderer(scene, RenderSettings.from_spec(spec)) as renderer:
         match = psnr(renderer.render(c2w[picks[0]][None], width).rgb, frames[picks[0]][None])
@@ -448,5 +454,5 @@ def video_inputs(video: str | Path, cameras: str | Path, cfg: ReconConfig, depth
 
 
 __all__ = ["BASELINES", "LRMRun", "OffTrajectory", "ReconConfig", "clip_inputs", "eval_folder", "free_along",
-           "image_metrics", "mesh_baseline", "off_trajectory_poses", "reconstruct_clip", "render_off_trajectory",
-           "video_inputs"]
+           "image_metrics", "mesh_baseline", "off_trajectory_poses", "reconstruct_clip", "render_beside",
+           "render_off_trajectory", "video_inputs"]

@@ -53,6 +53,16 @@ from dataset.core.jobspec import JobError, StrictModel
 from inference.condition import ConditionSpec, write_condition_spec
 from inference.flow import NUM_TRAIN_TIMESTEPS, SHIFT, add_noise, draw_training_points, velocity_target
 from inference.wan import compute_dtype
+from training.distributed import (
+    Dist,
+    barrier,
+    check_rerun,
+    close_distributed,
+    global_mean,
+    init_distributed,
+    run_ray_train,
+    truncate_metrics,
+)
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
 """LoRA targets: diffusers' names of Matrix-3D's (DiffSynth's) ``q, k, v, o, ffn.0, ffn.2``, in the self- and the
@@ -249,47 +259,6 @@ def _stream(data: Iterable[dict], rank: int, world: int, shuffle: bool, seed: in
         epoch += 1
 
 
-@dataclass
-class _Dist:
-    rank: int
-    world: int
-    device: torch.device
-    created: bool
-
-
-def _init_distributed(device: str | None) -> _Dist:
-    """Join the process group that torchrun or Ray Train describes (WORLD_SIZE > 1), or run alone."""
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if device is not None:
-        dev = torch.device(device)
-    else:
-        dev = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    created = False
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        created = True
-    if dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), dev, created)
-    return _Dist(0, 1, dev, created)
-
-
-def _barrier(d: _Dist) -> None:
-    if d.world > 1:
-        torch.distributed.barrier()
-
-
-def _global_mean(value: torch.Tensor, d: _Dist) -> float:
-    if d.world > 1:
-        value = value.detach().clone()
-        torch.distributed.all_reduce(value)
-        value /= d.world
-    return float(value)
-
-
 def _checkpoint_steps(out: Path) -> list[int]:
     folder = out / CHECKPOINTS
     if not folder.is_dir():
@@ -297,19 +266,6 @@ def _checkpoint_steps(out: Path) -> list[int]:
     steps = [int(p.name.removeprefix("step-")) for p in folder.iterdir()
              if p.is_dir() and p.name.startswith("step-") and p.name.removeprefix("step-").isdigit()]
     return sorted(steps)
-
-
-def _check_rerun(out: Path, spec: TrainVideoSpec) -> None:
-    """A rerun into an existing OUT must train the same thing (only ``_RESUME_FREE`` fields may change)."""
-    path = out / SPEC_FILE
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    new = spec.model_dump(mode="json")
-    for key in sorted(set(old) | set(new)):
-        if key not in _RESUME_FREE and old.get(key) != new.get(key):
-            raise TrainVideoError(f"{out} holds a run with a different {key} ({old.get(key)!r}, now "
-                                  f"{new.get(key)!r}): use a new --out, or the same settings to resume it")
 
 
 def _lora_params(transformer) -> dict[str, torch.nn.Parameter]:
@@ -344,11 +300,11 @@ def _set_lora(transformer, adapter: dict[str, torch.Tensor], folder: Path) -> No
                 p.copy_(full)
 
 
-def _optimizer_file(d: _Dist, sharding: str) -> str:
+def _optimizer_file(d: Dist, sharding: str) -> str:
     return f"optimizer-rank-{d.rank}.pt" if sharding == "fsdp" and d.world > 1 else OPTIMIZER_FILE
 
 
-def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int, d: _Dist, sharding: str) -> Path:
+def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int, d: Dist, sharding: str) -> Path:
     """Write ``OUT/checkpoints/step-N`` atomically (temporary folder, then rename) and prune old ones. Every
     process calls it: under FSDP each writes its optimizer shard, rank 0 the rest."""
     from safetensors.torch import save_file
@@ -360,10 +316,10 @@ def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int, d:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-    _barrier(d)
+    barrier(d)
     if d.rank == 0 or _optimizer_file(d, sharding) != OPTIMIZER_FILE:
         torch.save(optimizer.state_dict(), tmp / _optimizer_file(d, sharding))
-    _barrier(d)
+    barrier(d)
     if d.rank == 0:
         save_file(adapter, tmp / ADAPTER_FILE)
         state = {"step": step, "world": d.world, "sharding": sharding, "torch_rng": torch.get_rng_state(),
@@ -374,11 +330,11 @@ def _save_checkpoint(out: Path, step: int, transformer, optimizer, keep: int, d:
         os.replace(tmp, final)
         for old in _checkpoint_steps(out)[:-keep]:
             shutil.rmtree(folder / f"step-{old}", ignore_errors=True)
-    _barrier(d)
+    barrier(d)
     return final
 
 
-def _load_checkpoint(folder: Path, transformer, optimizer, d: _Dist, sharding: str) -> int:
+def _load_checkpoint(folder: Path, transformer, optimizer, d: Dist, sharding: str) -> int:
     from safetensors.torch import load_file
 
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
@@ -393,14 +349,6 @@ def _load_checkpoint(folder: Path, transformer, optimizer, d: _Dist, sharding: s
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["step"])
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics lines after ``step`` (logged by a run that stopped before its next checkpoint)."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def save_lora(out: Path, transformer, layers: dict[str, torch.Tensor] | None = None) -> Path:
@@ -418,7 +366,7 @@ def save_lora(out: Path, transformer, layers: dict[str, torch.Tensor] | None = N
     return out / LORA_FILE
 
 
-def _resolve_data(spec: TrainVideoSpec, data: Iterable[dict] | None, condition: ConditionSpec | None, d: _Dist
+def _resolve_data(spec: TrainVideoSpec, data: Iterable[dict] | None, condition: ConditionSpec | None, d: Dist
                   ) -> tuple[Iterable[dict], ConditionSpec]:
     if data is not None:
         if condition is None:
@@ -450,26 +398,25 @@ def train_video(spec: TrainVideoSpec, data: Iterable[dict] | None = None, condit
     out = Path(out if out is not None else spec.out or "")
     if not str(out):
         raise TrainVideoError("no output folder: set out in the config or give --out")
-    d = _init_distributed(spec.device)
+    d = init_distributed(spec.device)
     try:
         return _train(spec, data, condition, out, d, load_wan)
     finally:
-        if d.created:
-            torch.distributed.destroy_process_group()
+        close_distributed(d)
 
 
-def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan) -> TrainResult:
+def _train(spec: TrainVideoSpec, data, condition, out: Path, d: Dist, load_wan) -> TrainResult:
     if spec.batch_size % d.world:
         raise TrainVideoError(f"batch_size {spec.batch_size} does not split over {d.world} processes: use a multiple "
                               f"of {d.world}")
     local_batch = spec.batch_size // d.world
     data, condition = _resolve_data(spec, data, condition, d)
     if d.rank == 0:
-        _check_rerun(out, spec)
+        check_rerun(out / SPEC_FILE, spec.model_dump(mode="json"), _RESUME_FREE, TrainVideoError)
         out.mkdir(parents=True, exist_ok=True)
         (out / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2) + "\n")
         write_condition_spec(out, condition)
-    _barrier(d)
+    barrier(d)
 
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(spec.precision)
     if dtype is None:
@@ -492,8 +439,8 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
         start = _load_checkpoint(out / CHECKPOINTS / f"step-{done[-1]}", transformer, optimizer, d, spec.sharding)
     metrics = out / METRICS_FILE
     if d.rank == 0:
-        _truncate_metrics(metrics, start)
-    _barrier(d)
+        truncate_metrics(metrics, start)
+    barrier(d)
     model = transformer
     if d.world > 1 and not fsdp:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -524,7 +471,7 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, opt.grad_clip if opt.grad_clip > 0 else float("inf"))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            value = _global_mean(loss.detach(), d)
+            value = global_mean(loss.detach(), d)
             seconds = time.perf_counter() - t0
             times.append(seconds)
             result.losses.append(value)
@@ -544,13 +491,13 @@ def _train(spec: TrainVideoSpec, data, condition, out: Path, d: _Dist, load_wan)
     layers = lora_state_dict(transformer)  # every process: FSDP gathers the shards
     if d.rank == 0:
         save_lora(out, transformer, layers)
-    _barrier(d)
+    barrier(d)
     if len(times) > 1:
         result.seconds_per_step = float(np.mean(times[1:]))
     return result
 
 
-def _shard(transformer, d: _Dist, dtype: torch.dtype) -> list[torch.nn.Parameter]:
+def _shard(transformer, d: Dist, dtype: torch.dtype) -> list[torch.nn.Parameter]:
     """FSDP2 over the process group: each transformer block, then the root, sharded onto this process's device;
     compute in ``dtype`` (the base's), gradients reduced in fp32. Returns the trainable (sharded) LoRA parameters."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -572,25 +519,11 @@ def _ray_worker(config: dict) -> None:
 def train_video_ray(spec: TrainVideoSpec, address: str | None, workers: int, out: str | Path | None = None) -> Path:
     """Run ``train_video`` on ``workers`` Ray Train workers (one GPU each when the cluster has GPUs) of the cluster
     at ``address`` (None: a local one). The caches and OUT must be on storage every worker sees."""
-    try:
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-    except ImportError:
-        raise TrainVideoError("--ray-address needs Ray Train: pip install 'ray[train]' (or use torchrun)") from None
-    from dataset.runtime.ray import init_ray
-
     out = Path(out if out is not None else spec.out or "")
     if not str(out) or not spec.data:
         raise TrainVideoError("Ray Train runs need an output folder and latent-cache data folders in the spec")
     out = out.resolve()
-    init_ray(address, None)
-    import ray
-
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= workers
     data = [str(Path(p).resolve()) for p in spec.data]
     config = {"spec": {**spec.model_dump(mode="json"), "data": data}, "out": str(out)}
-    trainer = TorchTrainer(_ray_worker, train_loop_config=config,
-                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-                           run_config=RunConfig(name="train-video", storage_path=str(out / "ray")))
-    trainer.fit()
+    run_ray_train(_ray_worker, config, address, workers, out, "train-video", TrainVideoError)
     return out

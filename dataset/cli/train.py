@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 from dataset.cli.common import MAX_WORKERS, number_flag, spec_flag
 
@@ -51,7 +52,7 @@ def add_train_video(sub) -> None:
 
 def cmd_train_lrm(args: argparse.Namespace) -> None:
     from dataset.core.jobspec import load_yaml_spec, parse_spec
-    from training.lrm import TrainLRMSpec, train_lrm
+    from training.lrm import TrainLRMSpec, train_lrm, train_lrm_ray
 
     spec = load_yaml_spec(args.config, TrainLRMSpec, "train-lrm config")
     overrides = {k: v for k, v in (("data", args.data), ("out", args.out)) if v is not None}
@@ -59,16 +60,26 @@ def cmd_train_lrm(args: argparse.Namespace) -> None:
         spec = parse_spec(TrainLRMSpec, {**spec.model_dump(mode="json"), **overrides}, "train-lrm options")
     if args.steps is not None:
         spec = spec.with_steps(args.steps)
-    print(json.dumps(train_lrm(spec, progress=not args.quiet)))
+    if args.ray_address is not None:
+        address = None if args.ray_address == "local" else args.ray_address
+        out = train_lrm_ray(spec, address, args.workers)
+        print(json.dumps({"out": str(out), "workers": args.workers}))
+        return
+    summary = train_lrm(spec, progress=not args.quiet)
+    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one summary
+        print(json.dumps(summary))
 
 
 def add_train_lrm(sub) -> None:
     p = sub.add_parser("train-lrm", help="train the feed-forward reconstruction model on dataset shards (depth, then "
-                                         "images with the depth frozen)")
+                                         "images with the depth frozen; torchrun-ready, Ray Train with --ray-address)")
     p.add_argument("config", help="train-lrm YAML config (see configs/train_lrm_tiny.yaml)")
     p.add_argument("--data", nargs="+", metavar="DIR", help="dataset folders (replace the config's data)")
     p.add_argument("--out", help="output folder (replaces the config's out); a rerun resumes from its checkpoints")
     p.add_argument("--steps", type=number_flag(int, ge=1, le=10_000_000),
                    help="steps in all, split between the stages as the config splits them")
+    p.add_argument("--ray-address", help="run under Ray Train on this cluster ('auto', 'ray://host:port' or 'local')")
+    p.add_argument("--workers", type=number_flag(int, ge=1, le=MAX_WORKERS), default=1,
+                   help="Ray Train workers (one GPU each when the cluster has them); default 1")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_train_lrm)
