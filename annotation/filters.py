@@ -4,19 +4,28 @@ They run inline in ``build`` (on frames still in memory) and again on demand in 
 decoded frames); both call ``clip_scores`` and ``verdict``. Only ``ANALYSED_FRAMES`` evenly spaced
 frames are analysed for the image scores, so a clip costs a few tens of milliseconds.
 
-Scores (all stored in the ``scores`` column):
+Scores (stored in the shards' ``scores`` column unless said otherwise):
 
 - ``detail``: variance of the Laplacian of grey perspective crops (4 horizontal views, FOV 90, a
   quarter of the panorama width but at most ``CROP_SIZE`` px), median over analysed frames; blurred or
   flat renders score low.
 - ``dark_fraction`` / ``saturated_fraction``: pixels with luma < 16 / > 250.
-- ``void_fraction``: pixels with no hit (depth 0) or nearer than ``near_limit`` metres, mean over all
-  frames: a camera stuck against a wall or looking into nothing.
-- ``near_fraction``: the part of that from nearer than ``near_limit`` only.
+- ``sky_fraction``: pixels with no hit (depth 0) whose ray points at or above the horizon (non-negative
+  world up component), mean over all frames: open sky. No threshold rejects it (outdoor clips are
+  rightly half sky). Not a shard column yet (``dataset.store.shards.SCORE_NAMES``): rows drop it.
+- ``void_fraction``: every other pixel without a usable hit: no hit below the horizon (the world ends,
+  or the camera looks out of it), invalid depth, or a hit nearer than ``near_limit`` metres, mean over
+  all frames: a camera stuck against a wall or looking into nothing. ``sky_fraction + void_fraction``
+  is what this score counted before the split (data scored before it holds that sum here).
+- ``near_fraction``: the part of ``void_fraction`` from nearer than ``near_limit`` only.
 - ``mean_depth``: mean hit depth in metres; ``depth_invalid_fraction``: non-finite or negative depth.
 - ``path_length_m`` / ``rotation_deg``: camera travel and total heading change, from the poses.
 - ``flow_px``: mean optical-flow magnitude between consecutive frames (Farneback, at ``FLOW_WIDTH``
   px wide), in pixels of a ``FLOW_WIDTH``-wide panorama per frame.
+
+Which rays point below the horizon comes from each frame's pose (the world direction of each pixel's ray
+through ``c2w``); without poses the cameras are taken as level and upright, so the lower half of the
+panorama is below the horizon.
 """
 
 from __future__ import annotations
@@ -27,7 +36,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from dataset.core.conventions import crop_rotation, direction_to_pixel, heading_of, perspective_directions
+from dataset.core.conventions import (
+    crop_rotation,
+    direction_to_pixel,
+    equirect_directions,
+    heading_of,
+    perspective_directions,
+)
 
 ANALYSED_FRAMES = 8
 """Frames per clip used for the image and flow scores (evenly spaced, first and last included)."""
@@ -92,25 +107,67 @@ def small_grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(_luma(rgb), (FLOW_WIDTH, max(1, round(h * FLOW_WIDTH / w))), interpolation=cv2.INTER_AREA)
 
 
-def _depth_sums(depth: np.ndarray, near_limit: float) -> np.ndarray:
-    """[pixels, void, near, hit depth sum, hits, invalid] of range depth of any shape."""
+LEVEL_UP = np.array([0.0, -1.0, 0.0])
+"""World up in the frame of a level, upright camera (DESIGN.md: y_cam points down)."""
+
+
+@lru_cache(maxsize=4)
+def _pixel_rays(width: int, height: int) -> np.ndarray:
+    """(H * W, 3) camera-frame ray of every equirect pixel (cached: the horizon test runs on every frame)."""
+    return equirect_directions(width, height).reshape(-1, 3)
+
+
+def below_horizon(c2w: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    """(H, W) mask of the equirect pixels whose world ray points below the horizontal plane.
+
+    None for no pose or a level, upright camera: then the below-horizon pixels are exactly the lower half
+    of the rows (a middle row of an odd height lies on the horizon and counts as above), which callers
+    slice instead of masking.
+    """
+    if c2w is None:
+        return None
+    up = np.asarray(c2w, np.float64)[2, :3]  # world +Z in camera coordinates
+    if np.abs(up - LEVEL_UP).max() < 1e-7:  # tilts this small move no pixel centre across the horizon
+        return None
+    return (_pixel_rays(width, height) @ up.astype(np.float32) < 0).reshape(height, width)
+
+
+def _depth_sums(depth: np.ndarray, near_limit: float, below: np.ndarray | None = None) -> np.ndarray:
+    """[pixels, sky, void, near, hit depth sum, hits, invalid] of (..., H, W) range depth.
+
+    ``below``: (H, W) mask of the below-horizon pixels (``below_horizon``); None takes the lower half rows.
+    """
     d = np.asarray(depth, np.float32)
     invalid = ~np.isfinite(d) | (d < 0)
     hit = ~invalid & (d > 0)
     near = hit & (d < near_limit)
-    return np.array([d.size, (~hit | near).sum(), near.sum(), d[hit].sum(dtype=np.float64), hit.sum(), invalid.sum()],
-                    np.float64)
+    empty = d == 0
+    if below is None:
+        sky = empty[..., : (d.shape[-2] + 1) // 2, :].sum()
+    else:
+        sky = (empty & ~below).sum()
+    hits, nears = hit.sum(), near.sum()
+    void = d.size - sky - (hits - nears)  # everything but sky and usable hits
+    return np.array([d.size, sky, void, nears, d[hit].sum(dtype=np.float64), hits, invalid.sum()], np.float64)
 
 
 def _depth_scores_of(sums: np.ndarray) -> dict[str, float]:
-    pixels, void, near, hit_sum, hits, invalid = sums
-    return {"void_fraction": void / pixels, "near_fraction": near / pixels,
+    pixels, sky, void, near, hit_sum, hits, invalid = sums
+    return {"sky_fraction": sky / pixels, "void_fraction": void / pixels, "near_fraction": near / pixels,
             "mean_depth": hit_sum / hits if hits else 0.0, "depth_invalid_fraction": invalid / pixels}
 
 
-def depth_scores(depth: np.ndarray, near_limit: float) -> dict[str, float]:
-    """Void, near, mean-depth and validity scores of (T, H, W) range depth in metres (0 = no hit)."""
-    return _depth_scores_of(_depth_sums(depth, near_limit))
+def depth_scores(depth: np.ndarray, near_limit: float, c2w: np.ndarray | None = None) -> dict[str, float]:
+    """Sky, void, near, mean-depth and validity scores of (T, H, W) range depth in metres (0 = no hit).
+
+    ``c2w`` (T, 4, 4) tells which rays point below the horizon; None takes level, upright cameras.
+    """
+    depth = np.asarray(depth)
+    if c2w is None:
+        return _depth_scores_of(_depth_sums(depth, near_limit))
+    height, width = depth.shape[1:]
+    sums = sum(_depth_sums(d, near_limit, below_horizon(p, height, width)) for d, p in zip(depth, c2w, strict=True))
+    return _depth_scores_of(sums)
 
 
 def pose_scores(c2w: np.ndarray) -> dict[str, float]:
@@ -125,7 +182,7 @@ def clip_scores(frames: np.ndarray, depth: np.ndarray, c2w: np.ndarray, near_lim
     """Every model-free score of a whole clip: frames (T, H, W, 3) uint8, depth (T, H, W), c2w (T, 4, 4)."""
     idx = analysed_indices(len(frames))
     pairs = [(small_grey(frames[i]), small_grey(frames[i + 1])) for i in idx if i + 1 < len(frames)]
-    return {**image_scores(frames[idx]), **depth_scores(depth, near_limit), **pose_scores(c2w),
+    return {**image_scores(frames[idx]), **depth_scores(depth, near_limit, c2w), **pose_scores(c2w),
             "flow_px": flow_score(pairs)}
 
 
@@ -137,12 +194,13 @@ class StreamingScores:
         self.near_limit = near_limit
         self.frames: list[np.ndarray] = []
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
-        self.depth_sums = np.zeros(6)
+        self.depth_sums = np.zeros(7)
         self._prev_small: np.ndarray | None = None
         self._i = 0
 
-    def add(self, rgb: np.ndarray, depth: np.ndarray) -> None:
-        """Look at the next frame: (H, W, 3) uint8 and its (H, W) range depth."""
+    def add(self, rgb: np.ndarray, depth: np.ndarray, c2w: np.ndarray | None = None) -> None:
+        """Look at the next frame: (H, W, 3) uint8, its (H, W) range depth and its (4, 4) pose (which rays
+        point below the horizon; None: a level, upright camera)."""
         i = self._i
         small = small_grey(rgb) if i in self.wanted or i - 1 in self.wanted else None
         if i in self.wanted:
@@ -150,7 +208,7 @@ class StreamingScores:
         if i - 1 in self.wanted:
             self.pairs.append((self._prev_small, small))
         self._prev_small = small
-        self.depth_sums += _depth_sums(depth, self.near_limit)
+        self.depth_sums += _depth_sums(depth, self.near_limit, below_horizon(c2w, *depth.shape))
         self._i += 1
 
     def finish(self, c2w: np.ndarray) -> dict[str, float]:

@@ -3,6 +3,7 @@
 Which objects are proxies (``ProxyRule``): every object's box (``Scene.object_bounds``, from its
 nearest and farthest points) is an obstacle, except
 
+- objects of kind ``scenery`` (distant terrain and building rows filling the horizon: never reached),
 - objects whose kind is in ``skip_kinds`` (default ``structure``: floors, walls, stairs, terrain,
   whole buildings), and
 - objects whose box is larger than ``max_side`` on any side or ``max_footprint`` in XY area.
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataset.core.scene import Scene
+from sampling.walkable import SCENERY_KIND
 
 
 @dataclass
@@ -49,7 +51,7 @@ def proxy_boxes(scene: Scene, rule: ProxyRule | None = None) -> tuple[np.ndarray
     boxes = scene.object_bounds()
     size = boxes[:, 1] - boxes[:, 0]
     keep = np.isfinite(boxes).all(axis=(1, 2))
-    keep &= np.array([o.kind not in rule.skip_kinds for o in scene.objects], bool)
+    keep &= np.array([o.kind not in rule.skip_kinds and o.kind != SCENERY_KIND for o in scene.objects], bool)
     with np.errstate(invalid="ignore"):
         keep &= (size.max(axis=1) <= rule.max_side) & (size[:, 0] * size[:, 1] <= rule.max_footprint)
     idx = np.flatnonzero(keep)

@@ -1,4 +1,5 @@
-"""Top-down pictures of a sampling result: one panel per floor level, with the walkable floor, the
+"""Top-down pictures of a sampling result: one panel per floor level, with the walkable floor (green),
+the excluded regions that get no paths (grey: roofs, wall tops, ledges nothing walkable reaches), the
 route graph, accepted paths in colour and discarded paths dashed red."""
 
 from __future__ import annotations
@@ -11,19 +12,25 @@ from sampling.sampler import SamplingResult
 
 MAX_PANELS = 4
 """Floor levels drawn at most (the largest ones)."""
+EXCLUDED_COLOUR = (0.78, 0.78, 0.78)
+"""Grey of the excluded regions (RGB in [0, 1])."""
 
 
 def plot_sampling(result: SamplingResult, path: str | Path, title: str = "") -> None:
-    """Write a PNG with a panel per floor level (every walkable cell, graph edge and path point is drawn
-    on the panel of the level nearest its height, so storeys above each other do not overlap)."""
+    """Write a PNG with a panel per floor level (every walkable or excluded cell, graph edge and path point is
+    drawn on the panel of the level nearest its height, so storeys above each other do not overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+    from matplotlib.colors import ListedColormap
 
     walk, graph = result.walkable, result.graph
-    levels = walk.levels() or [(0.0, 0.0)]
+    levels = walk.levels()
+    if not levels:  # nothing kept: one panel at the height of what was excluded, if anything
+        ex = walk.excluded_z[np.isfinite(walk.excluded_z)]
+        levels = [(float(ex.min()), float(ex.max())) if len(ex) else (0.0, 0.0)]
     if len(levels) > MAX_PANELS:
         area = [((walk.z >= a - 1e-4) & (walk.z <= b + 1e-4)).sum() for a, b in levels]
         levels = sorted(levels[i] for i in np.argsort(area)[-MAX_PANELS:])
@@ -40,11 +47,14 @@ def plot_sampling(result: SamplingResult, path: str | Path, title: str = "") -> 
     fig, axes = plt.subplots(1, len(levels), figsize=(7 * len(levels), 7 * max(0.35, min(2.0, aspect)) + 1),
                              squeeze=False)
     cell_level = level_of(np.where(np.isfinite(walk.z), walk.z, 1e9))
+    excluded_level = level_of(np.where(np.isfinite(walk.excluded_z), walk.excluded_z, 1e9))
     colors = plt.get_cmap("tab10")
+    floor_colours = ListedColormap([EXCLUDED_COLOUR, plt.get_cmap("Greens")(0.4)])  # 0: excluded, 1: walkable
     for k, ax in enumerate(axes[0]):
+        excluded = (np.isfinite(walk.excluded_z) & (excluded_level == k)).any(axis=2)
         mask = np.isfinite(walk.z) & (cell_level == k)
-        floor = np.where(mask.any(axis=2), 1.0, np.nan)
-        ax.imshow(floor, origin="lower", extent=extent, cmap="Greens", vmin=0, vmax=2.5, interpolation="nearest")
+        floor = np.where(mask.any(axis=2), 1.0, np.where(excluded, 0.0, np.nan))
+        ax.imshow(floor, origin="lower", extent=extent, cmap=floor_colours, vmin=0, vmax=1, interpolation="nearest")
         if len(graph.edges):
             mid = graph.points[graph.edges].mean(axis=1)
             sel = level_of(mid[:, 2]) == k
@@ -70,7 +80,9 @@ def plot_sampling(result: SamplingResult, path: str | Path, title: str = "") -> 
         ax.set_ylabel("y (m)")
         ax.set_title(f"floor at {levels[k][0]:.1f}" + (f" to {levels[k][1]:.1f}" if levels[k][1] - levels[k][0] > 0.05
                                                         else "") + " m")
-    fig.suptitle(title or f"{len(result.trajectories)} paths, {len(result.discarded)} discarded (dashed red)")
+    fig.suptitle((title or f"{len(result.trajectories)} paths, {len(result.discarded)} discarded (dashed red)")
+                 + (f"\ngrey: {walk.num_excluded_regions} excluded regions ({walk.excluded_area():.0f} m²), no paths"
+                    if walk.num_excluded_regions else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

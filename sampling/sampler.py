@@ -101,7 +101,7 @@ def sample_trajectories(scene: Scene, count: int, seed: int = 0, config: Samplin
                          f"with {cfg.graph.spacing} m spacing")
         return SamplingResult(sid, walk, graph, trajectories, discarded, notes)
 
-    eligible = _start_nodes(walk, graph, scene)
+    eligible = np.unique(graph.edges)  # every node on an edge: the graph spans only the kept (ground) regions
     attempts = count * cfg.attempts_per_path
     starts = spread_starts(graph, eligible, attempts, rng)
     boxes, names = proxy_boxes(scene, cfg.proxies)
@@ -133,20 +133,4 @@ def sample_trajectories(scene: Scene, count: int, seed: int = 0, config: Samplin
     if len(trajectories) < count:
         notes.append(f"{len(trajectories)} of {count} paths found after {len(starts)} candidates")
     return SamplingResult(sid, walk, graph, trajectories, discarded, notes)
-
-
-def _start_nodes(walk: WalkableSurface, graph: RouteGraph, scene: Scene) -> np.ndarray:
-    """Graph nodes paths may start from: those in regions holding one of the scene's spawn points.
-
-    Spawn points mark where a scene is meant to be walked (street level, not rooftops; inside the
-    building, not the lawn around it). Scenes without spawn points, or whose spawn points fall on no
-    walkable region, may start anywhere on the graph.
-    """
-    connected = np.unique(graph.edges)
-    if len(scene.spawn_points):
-        _, regions = walk.floor_at(scene.spawn_points[:, :3])
-        marked = np.isin(graph.region[connected], regions[regions >= 0])
-        if marked.any():
-            return connected[marked]
-    return connected
 

@@ -1,20 +1,46 @@
 """Walkable surfaces of a scene, as a 2.5D grid of floor cells with headroom, eroded by the camera radius.
 
 Why a layered height grid rather than projected triangles: scenes are triangle soups (overlapping,
-unwelded, several storeys above each other), and what matters for a walking camera is not a triangle's
-slope alone but whether there is floor with enough free space above it, whether neighbouring floor is
-within a step (stairs, ramps) and how far the nearest wall or drop is. So:
+unwelded, several storeys above each other, wound either way), and what matters for a walking camera is
+not a triangle's slope alone but whether there is floor with enough free space above it, whether
+neighbouring floor is within a step (stairs, ramps) and how far the nearest wall or drop is. So:
 
 1. Columns of vertical rays on a regular XY grid (``cell_size``) are cast downward and *peeled*: every
-   surface each column crosses is found, top to bottom (up to ``max_layers``).
-2. A hit is a floor candidate when its surface faces up within ``max_slope_deg`` and the free space
-   above it, up to the next surface (or the open sky), is at least ``clearance`` (headroom for a
-   camera at eye height). Surfaces under tables, inside solids or under low ceilings are rejected.
+   surface each column crosses is found, top to bottom (up to ``max_layers``). Faces of ``"scenery"``
+   objects (distant terrain and building rows that only fill the horizon) are left out, and the grid
+   spans the XY extent of the other faces only.
+2. A hit is a floor candidate when its surface is within ``max_slope_deg`` of horizontal, *whichever side
+   it faces* (glTF/OBJ files come with either winding, or double-sided), and the free space above it, up
+   to the next surface (or the open sky), is at least ``clearance`` (headroom for a camera at eye
+   height). Surfaces under tables or under low ceilings are rejected.
 3. Floor cells are connected to their 8 neighbours when their heights differ by at most
    ``step_height``: stairs and ramps connect storeys; ledges and walls do not.
 4. Erosion: a cell closer than ``camera_radius`` (Chebyshev, in cells) to any cell that lacks a
    connected neighbour (a wall, an obstacle, a drop) is removed, so the camera never grazes walls.
 5. Connected components smaller than ``min_region_area`` are dropped (table tops, window sills).
+6. Ground-connected regions (``regions="ground"``, the default) are kept, the others *excluded* (kept
+   apart in ``excluded_z`` for plots, never walked):
+
+   - a scene with spawn points keeps the regions holding one (within ``SPAWN_SEARCH`` of the point,
+     up to ``SPAWN_DROP`` above its floor): spawn points mark where a scene is meant to be walked;
+   - otherwise (or when no spawn point lands on a region) the *ground* is kept: the regions at the
+     bottom of the scene, where at least some cells (the 5th percentile) have at most
+     ``ground_max_depth`` of geometry below them down to the lowest surface of their column (a floor
+     slab or a plaza's paving, not a storey, a building or a closed solid), and of those the ones of at
+     least ``ground_share`` of the largest one's area (streets, courtyards, ground floors), each with
+     everything walking reaches from it: a region is a connected component, so stairs and ramps up to
+     a roof or an upper storey put it in the region.
+
+   Why this rule and not the winding: with the winding unknown, the top of a closed solid is a
+   surface open to the sky like any plaza, and the inside of a closed solid (a building modelled as a
+   box) has floor and headroom like any room. What marks them is what lies below and what reaches
+   them: roofs, wall tops, table tops and ledges stand over a building, a wall or the ground, and
+   nothing walkable reaches them; the top of a level's hull seen from the void above it (a Quake
+   level's sky brushes, a closed room's ceiling) stands over the level and holds no spawn point; the
+   insides of closed buildings and thick walls are small next to the streets around them. A scene
+   whose ground is a block thicker than ``ground_max_depth`` (a terrain modelled as a solid), or which
+   is enclosed in a sky dome that is not marked ``"scenery"``, has no recognisable ground: give it
+   spawn points or use ``regions="all"``.
 
 The result answers the questions the route graph and camera paths ask: which cells are walkable, the
 floor height under a point, whether a 2.5D straight walk between two floor points stays walkable, and
@@ -41,6 +67,14 @@ NEIGHBOURS = ((1, 0), (0, 1), (1, 1), (1, -1))
 """Half of the 8-neighbourhood (the other half is the same edges reversed)."""
 PASSAGE_HEIGHTS = (0.4, 1.2)
 """Heights above the floor (m) at which passage between neighbouring cells is tested with rays."""
+SCENERY_KIND = "scenery"
+"""Object kind never walked on, collided with or searched for floor (``SceneObject.kind``)."""
+REGION_CHOICES = ("ground", "all")
+"""Which walkable regions get paths: the ground-connected ones, or every region the floor test finds."""
+SPAWN_SEARCH = 1.0
+"""Horizontal distance (m) within which a spawn point picks its region (spawns near walls sit in eroded cells)."""
+SPAWN_DROP = 1.5
+"""Height (m) a spawn point may float above its floor (level designers place them high; games drop the player)."""
 
 
 @dataclass
@@ -64,6 +98,17 @@ class WalkableConfig:
     """Surfaces peeled per grid column (storeys x surfaces per storey)."""
     max_cells: int = 2_000_000
     """Upper bound on grid columns: larger scenes get a coarser cell size (with a warning in ``notes``)."""
+    regions: str = "ground"
+    """``ground``: only ground-connected regions (the spawn points' regions, else the large regions at the
+    bottom of the scene and what walking reaches from them); ``all``: every region, roofs and ledges included."""
+    ground_max_depth: float = 1.0
+    """Most geometry (m) below ground floor, down to the lowest surface of its column: a slab, not a storey."""
+    ground_share: float = 0.25
+    """Share of the largest ground region's area a ground region needs to be kept (no spawn points)."""
+
+    def __post_init__(self) -> None:
+        if self.regions not in REGION_CHOICES:
+            raise ValueError(f"regions {self.regions!r} is not one of {', '.join(REGION_CHOICES)}")
 
 
 @dataclass
@@ -78,6 +123,11 @@ class WalkableSurface:
     """(ny, nx, L) float32 floor height of each layer of each column; NaN where not walkable."""
     region: np.ndarray
     """(ny, nx, L) int32 connected region of each walkable layer, -1 elsewhere."""
+    excluded_z: np.ndarray
+    """(ny, nx, L) float32 floor height of the regions left out by ``config.regions`` (roofs, ledges): never
+    walked, kept for plots; NaN elsewhere."""
+    excluded_region: np.ndarray
+    """(ny, nx, L) int32 region of each excluded layer (numbered 0.. by decreasing size), -1 elsewhere."""
     config: WalkableConfig
     """The configuration it was extracted with."""
     notes: list[str]
@@ -91,9 +141,17 @@ class WalkableSurface:
     def num_regions(self) -> int:
         return int(self.region.max()) + 1 if self.region.size else 0
 
+    @property
+    def num_excluded_regions(self) -> int:
+        return int(self.excluded_region.max()) + 1 if self.excluded_region.size else 0
+
     def area(self) -> float:
-        """Walkable area in m² (all regions, all storeys)."""
+        """Walkable area in m² (all kept regions, all storeys)."""
         return self.num_cells * self.cell**2
+
+    def excluded_area(self) -> float:
+        """Area in m² of the excluded regions (floor nobody walks to: roofs, wall tops, ledges)."""
+        return int(np.isfinite(self.excluded_z).sum()) * self.cell**2
 
     def cell_centres(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(points (N, 3) of every walkable layer cell, flat layer index (N,), region (N,))."""
@@ -243,12 +301,20 @@ def _peel(caster: EmbreeCaster, xs: np.ndarray, ys: np.ndarray, top: float, max_
 
 def extract_walkable(scene: Scene, config: WalkableConfig | None = None,
                      navmesh: tuple[np.ndarray, np.ndarray] | None = None) -> WalkableSurface:
-    """Walkable floor of ``scene`` (or of the given navigation mesh, with headroom checked in the scene)."""
+    """Walkable floor of ``scene`` (or of the given navigation mesh, with headroom checked in the scene), with
+    the regions ``config.regions`` leaves out moved to ``excluded_z``."""
     cfg = config or WalkableConfig()
     if cfg.step_height is None:
         cfg = replace(cfg, step_height=float(scene.provenance.get("step_height_m", DEFAULT_STEP_HEIGHT)))
     notes: list[str] = []
-    lo, hi = scene.bounds()
+    considered = walkable_faces(scene)
+    faces = scene.faces[considered]
+    if len(faces):
+        used = scene.vertices[faces.reshape(-1)].astype(np.float64)
+        lo, hi = used.min(0), used.max(0)
+    else:
+        notes.append(f"every face of the scene is {SCENERY_KIND!r}: nothing to walk on")
+        lo = hi = np.zeros(3)
     cell = cfg.cell_size
     span = np.maximum(hi[:2] - lo[:2], cell)
     if np.prod(span / cell) > cfg.max_cells:
@@ -259,35 +325,120 @@ def extract_walkable(scene: Scene, config: WalkableConfig | None = None,
     if len(xs) == 0 or len(ys) == 0:
         xs, ys = np.array([(lo[0] + hi[0]) / 2]), np.array([(lo[1] + hi[1]) / 2])
     top = float(hi[2]) + 1.0
+    origin = np.array([xs[0], ys[0]])
 
-    caster = EmbreeCaster(scene.vertices, scene.faces)
-    try:
-        heights, nz = _peel(caster, xs, ys, top, cfg.max_layers, scene.face_normals()[:, 2])
-        if navmesh is None:
-            floor = _floor_candidates(heights, nz, cfg)
-        else:
-            floor = _navmesh_floor(navmesh, xs, ys, top, cfg, heights)
-        z, region = _connect_and_erode(floor, np.array([xs[0], ys[0]]), cell, cfg, caster)
-    finally:
-        caster.close()
-    if not np.isfinite(z).any():
-        notes.append("no walkable surface: no upward-facing floor with "
+    if len(faces):
+        caster = EmbreeCaster(scene.vertices, faces)
+        try:
+            heights, nz = _peel(caster, xs, ys, top, cfg.max_layers, scene.face_normals()[considered, 2])
+            if navmesh is None:
+                floor = _floor_candidates(heights, nz, cfg)
+            else:
+                floor = _navmesh_floor(navmesh, xs, ys, top, cfg, heights)
+            z, region = _connect_and_erode(floor, origin, cell, cfg, caster)
+            lowest = np.where(np.isnan(heights), np.inf, heights).min(axis=2)
+        finally:
+            caster.close()
+    else:
+        z, region = np.full((1, 1, 1), np.nan, np.float32), np.full((1, 1, 1), -1, np.int32)
+        lowest = np.full((1, 1), np.inf, np.float32)
+    keep, why = (np.ones(int(region.max()) + 1, bool), "") if cfg.regions == "all" else \
+        _ground_regions(z, region, lowest, origin, cell, cfg, scene.spawn_points)
+    kept_z, kept_region, excluded_z, excluded_region = _split_regions(z, region, keep)
+    excluded = f"{int((~keep).sum())} isolated regions ({int(np.isfinite(excluded_z).sum()) * cell**2:.0f} m²"
+    use_all = "set `sampling: {regions: all}` (WalkableConfig.regions='all') to use them"
+    if len(keep) == 0:
+        notes.append("no walkable surface: no horizontal floor with "
                      f"{cfg.clearance:.1f} m headroom and {2 * cfg.camera_radius:.1f} m width was found "
                      "(check the up axis of the scene, or lower clearance / camera_radius)")
-    return WalkableSurface(np.array([xs[0], ys[0]]), cell, z, region, cfg, notes)
+    elif not keep.any():
+        notes.append(f"no walkable surface on the ground: the scene's {excluded}) all stand over other geometry "
+                     "(roofs, ledges, the top of a closed room or level seen from above); give the scene spawn "
+                     f"points, or {use_all}")
+    elif not keep.all():
+        notes.append(f"{int(keep.sum())} of {len(keep)} walkable regions get paths ({why}); {excluded}, e.g. "
+                     f"roofs, wall tops, ledges) are excluded: {use_all}")
+    return WalkableSurface(origin, cell, kept_z, kept_region, excluded_z, excluded_region, cfg, notes)
+
+
+def walkable_faces(scene: Scene) -> np.ndarray:
+    """(F,) bool: the faces floor extraction and collision consider (all but those of scenery objects)."""
+    scenery = np.array([o.kind == SCENERY_KIND for o in scene.objects], bool)
+    return ~scenery[scene.face_object]
 
 
 def _floor_candidates(heights: np.ndarray, nz: np.ndarray, cfg: WalkableConfig) -> np.ndarray:
-    """(ny, nx, L) floor heights where a surface faces up and has headroom up to the surface above."""
+    """(ny, nx, L) floor heights where a surface is horizontal enough, facing up or down (the winding of
+    mesh files is not to be trusted), and has headroom up to the surface above (or the open sky)."""
     min_nz = math.cos(math.radians(cfg.max_slope_deg))
     above = np.concatenate([np.full(heights.shape[:2] + (1,), np.inf, np.float32), heights[..., :-1]], axis=2)
-    above_nz = np.concatenate([np.full(nz.shape[:2] + (1,), -1.0, np.float32), nz[..., :-1]], axis=2)
     above = np.where(np.isnan(above), np.inf, above)
-    # The surface above must face down (a ceiling seen from below) or be the sky: otherwise this
-    # "floor" lies inside a solid (the ray entered it through an upward-facing top).
-    free_above = above_nz < min_nz
-    ok = np.isfinite(heights) & (nz >= min_nz) & ((above - heights) >= cfg.clearance) & free_above
+    ok = np.isfinite(heights) & (np.abs(nz) >= min_nz) & ((above - heights) >= cfg.clearance)
     return np.where(ok, heights, np.nan)
+
+
+def _ground_regions(z: np.ndarray, region: np.ndarray, lowest: np.ndarray, origin: np.ndarray, cell: float,
+                    cfg: WalkableConfig, spawns: np.ndarray) -> tuple[np.ndarray, str]:
+    """(R,) bool: the ground-connected regions (rule in the module docstring), and why, in words.
+
+    ``lowest`` (ny, nx) is the height of the lowest surface each column crossed (inf where it crossed none).
+    """
+    n = int(region.max()) + 1
+    if n == 0:
+        return np.zeros(0, bool), ""
+    if len(spawns):
+        hit = _spawn_regions(z, region, origin, cell, cfg, spawns)
+        if len(hit):
+            keep = np.zeros(n, bool)
+            keep[hit] = True
+            return keep, f"those holding one of the scene's {len(spawns)} spawn points"
+    iy, ix, il = np.nonzero(region >= 0)
+    labels = region[iy, ix, il]
+    depth = (z[iy, ix, il] - lowest[iy, ix]).astype(np.float64)
+    counts = np.bincount(labels, minlength=n)
+    order = np.lexsort((depth, labels))  # by region, then depth
+    starts = np.searchsorted(labels[order], np.arange(n))
+    shallow = depth[order][starts + (0.05 * (counts - 1)).astype(np.int64)] <= cfg.ground_max_depth
+    keep = shallow & (counts >= cfg.ground_share * counts[shallow].max(initial=0))
+    why = ("the ground: regions at the bottom of the scene and what walking reaches from them"
+           + ("; no spawn point lands on walkable floor" if len(spawns) else ""))
+    return keep, why
+
+
+def _spawn_regions(z: np.ndarray, region: np.ndarray, origin: np.ndarray, cell: float, cfg: WalkableConfig,
+                   spawns: np.ndarray) -> np.ndarray:
+    """Regions holding a spawn point: that of the nearest walkable cell within ``SPAWN_SEARCH`` horizontally,
+    at most ``SPAWN_DROP`` below and a step height above each point (unique region ids)."""
+    r = int(math.ceil(SPAWN_SEARCH / cell))
+    dx, dy = (a.ravel() for a in np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1)))
+    dist = np.hypot(dx, dy) * cell
+    dx, dy, dist = dx[dist <= SPAWN_SEARCH], dy[dist <= SPAWN_SEARCH], dist[dist <= SPAWN_SEARCH]
+    ny, nx = z.shape[:2]
+    ix = np.rint((spawns[:, :1] - origin[0]) / cell).astype(np.int64) + dx  # (S, K)
+    iy = np.rint((spawns[:, 1:2] - origin[1]) / cell).astype(np.int64) + dy
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ix, iy = np.clip(ix, 0, nx - 1), np.clip(iy, 0, ny - 1)
+    dz = z[iy, ix] - spawns[:, 2, None, None]  # (S, K, L)
+    with np.errstate(invalid="ignore"):
+        near = inside[..., None] & (dz <= cfg.step_height) & (dz >= -SPAWN_DROP)
+    cost = np.where(near, dist[None, :, None] + 0.01 * np.abs(dz), np.inf).reshape(len(spawns), -1)
+    best = cost.argmin(axis=1)
+    found = np.isfinite(cost[np.arange(len(spawns)), best])
+    k, layer = np.unravel_index(best, near.shape[1:])
+    rows = np.arange(len(spawns))
+    return np.unique(region[iy[rows, k], ix[rows, k], layer][found])
+
+
+def _split_regions(z: np.ndarray, region: np.ndarray,
+                   keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z, region) of the kept regions, then of the others, each renumbered 0.. in their (decreasing) size order."""
+    out = []
+    for sel in (keep, ~keep):
+        remap = np.full(len(keep) + 1, -1, np.int32)  # region -1 indexes the last entry: stays -1
+        remap[np.flatnonzero(sel)] = np.arange(int(sel.sum()))
+        r = remap[region]
+        out += [np.where(r >= 0, z, np.nan).astype(np.float32), r]
+    return out[0], out[1], out[2], out[3]
 
 
 def _navmesh_floor(navmesh: tuple[np.ndarray, np.ndarray], xs: np.ndarray, ys: np.ndarray, top: float,

@@ -29,9 +29,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -144,6 +146,16 @@ class SamplingSpec(StrictModel):
     """Heading policy."""
     camera_radius: float = Field(0.3, gt=0, le=10)
     """Distance kept from walls and drops, metres."""
+    regions: Literal["ground", "all"] = "ground"
+    """Walkable regions that get paths: ground-connected only (no roofs, wall tops, ledges), or all."""
+
+    @model_serializer(mode="wrap")
+    def _omit_default_regions(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """``regions`` is left out while it is the default, so the config hash (clip ids) of existing jobs stays."""
+        data = handler(self)
+        if self.regions == "ground":
+            data.pop("regions", None)
+        return data
 
 
 class AnnotationSpec(StrictModel):
@@ -152,7 +164,8 @@ class AnnotationSpec(StrictModel):
     near_limit_m: float = Field(0.25, ge=0, le=1000)
     """Hits nearer than this count as void (metres)."""
     max_void_fraction: float = Field(0.6, ge=0, le=1)
-    """Largest mean fraction of no-hit or too-near pixels."""
+    """Largest mean fraction of void pixels: no hit below the horizon, or nearer than near_limit (open sky is not
+    void)."""
     min_mean_depth: float = Field(0.5, ge=0, le=10_000)
     """Smallest mean hit depth (metres): lower means the camera hugs the geometry."""
     min_detail: float = Field(20.0, ge=0, le=1_000_000)
@@ -319,6 +332,11 @@ def load_yaml_spec(path: str | Path, model: type[BaseModel], what: str = "job sp
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise JobSpecError(f"{what} {path} does not exist") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        context = f" ({exc.context})" if exc.context else ""
+        raise JobSpecError(f"{what} {where}: not valid YAML: {exc.problem}{context}") from None
     except (OSError, yaml.YAMLError) as exc:
         raise JobSpecError(f"{what} {path} is not readable YAML: {' '.join(str(exc).split())}") from None
     if data is None:

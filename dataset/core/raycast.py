@@ -76,7 +76,8 @@ class EmbreeCaster:
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray, max_dist: float | np.ndarray = 1e30) -> np.ndarray:
         """(N,) bool: whether anything lies along each ray within ``max_dist`` (calling thread only)."""
-        dists = np.ascontiguousarray(np.broadcast_to(np.asarray(max_dist, np.float32), (len(directions),)))
+        # A copy: Embree writes into it, and an empty broadcast view would stay read-only.
+        dists = np.array(np.broadcast_to(np.asarray(max_dist, np.float32), (len(directions),)))
         return self._scene.run(np.ascontiguousarray(origins, np.float32), np.ascontiguousarray(directions, np.float32),
                                dists=dists, query="OCCLUDED") >= 0
 

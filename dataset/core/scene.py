@@ -1,15 +1,15 @@
 """The scene model every source produces and every renderer and sampler consumes.
 
 A scene is a triangle soup in the world frame of DESIGN.md (metres, right-handed,
-Z up) with per-face materials, optional textures, per-corner UVs and colours,
-optional baked light maps, named objects (each a set of faces, so each has a
-bounding box) and optional spawn points.
+Z up) with per-face materials, optional textures (and the alpha planes of cut-out
+materials), per-corner UVs and colours, optional baked light maps, named objects
+(each a set of faces, so each has a bounding box) and optional spawn points.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,9 +20,21 @@ class SceneError(ValueError):
     """A scene could not be loaded or is malformed; the message names the scene and the fix."""
 
 
+ALPHA_MODES = ("opaque", "mask")
+"""``Material.alpha_mode`` values."""
+
+
 @dataclass
 class Material:
-    """Surface appearance of a set of faces."""
+    """Surface appearance of a set of faces.
+
+    Alpha-tested (cut-out) surfaces such as grates, fences and foliage cards have ``alpha_mode`` ``"mask"``: the
+    renderer samples the material's alpha plane at the hit's UV (bilinear, repeat wrapping, like the colour) and
+    where the texel fails the cutoff test the ray goes on to the next surface, for colour, depth and object ids
+    alike. Only what is seen is cut: the scene's geometry stays whole, so the ray caster (``EmbreeCaster.cast``),
+    and with it the walkable-floor search and collision checks, treat masked surfaces as solid sheets (a fence
+    still blocks walking, a floor grate can be walked on).
+    """
 
     name: str
     """Material name from the source (shader name, glTF material, ...)."""
@@ -30,6 +42,15 @@ class Material:
     """sRGB colour in [0, 1]; multiplies the texture when there is one."""
     texture: int = -1
     """Index into ``Scene.textures`` or -1 for an untextured material."""
+    alpha_mode: str = "opaque"
+    """``"opaque"`` (alpha ignored) or ``"mask"`` (alpha-tested against ``alpha_cutoff``)."""
+    alpha_cutoff: float = 0.5
+    """A masked texel is drawn where its alpha (0-1) is >= this value (glTF ``alphaCutoff``)."""
+    alpha_invert: bool = False
+    """Draw where alpha < ``alpha_cutoff`` instead (Quake 3 ``alphaFunc LT128``)."""
+    alpha: int = -1
+    """Index into ``Scene.alphas`` of a masked material's alpha plane (-1 for opaque materials); sampled with the
+    material's UVs like its texture (usually the texture's own alpha channel, at the texture's size)."""
 
 
 @dataclass
@@ -39,7 +60,9 @@ class SceneObject:
     name: str
     """Unique, human-readable object name."""
     kind: str = "prop"
-    """``"structure"`` (floors, walls, terrain, whole buildings) or ``"prop"`` (furniture, poles, ...)."""
+    """``"structure"`` (floors, walls, terrain, whole buildings), ``"prop"`` (furniture, poles, ...) or
+    ``"scenery"`` (distant terrain and building rows that only fill views to the horizon: rendered, but never
+    walked on, collided with or searched for floor; the walkable grid spans the other objects)."""
 
 
 @dataclass
@@ -60,6 +83,8 @@ class Scene:
     """Named objects referenced by ``face_object``."""
     textures: list[np.ndarray] = field(default_factory=list)
     """RGB uint8 images (h, w, 3), sRGB; referenced by materials and light maps."""
+    alphas: list[np.ndarray] = field(default_factory=list)
+    """Alpha planes (h, w) uint8 (255 = opaque) of masked materials (``Material.alpha``)."""
     uvs: np.ndarray | None = None
     """(F, 3, 2) float32 texture coordinates per face corner (repeat wrapping, v down)."""
     colors: np.ndarray | None = None
@@ -127,11 +152,29 @@ class Scene:
         for m in self.materials:
             if m.texture >= len(self.textures):
                 raise SceneError(f"{where}: material {m.name!r} references missing texture {m.texture}")
+            self._validate_alpha(m, where)
         if self.face_lightmap is not None and self.face_lightmap.max() >= len(self.textures):
             raise SceneError(f"{where}: face_lightmap references a missing texture")
         for i, t in enumerate(self.textures):
             if t.dtype != np.uint8 or t.ndim != 3 or t.shape[2] != 3:
                 raise SceneError(f"{where}: texture {i} must be uint8 (h, w, 3), got {t.dtype} {t.shape}")
+        for i, a in enumerate(self.alphas):
+            if a.dtype != np.uint8 or a.ndim != 2 or a.size == 0:
+                raise SceneError(f"{where}: alpha plane {i} must be uint8 (h, w), got {a.dtype} {a.shape}")
+
+    def _validate_alpha(self, m: Material, where: str) -> None:
+        """Raise SceneError when a material's alpha fields disagree (mask needs a plane, opaque has none)."""
+        what = f"{where}: material {m.name!r}"
+        if m.alpha_mode not in ALPHA_MODES:
+            raise SceneError(f"{what} has alpha_mode {m.alpha_mode!r}: use one of {', '.join(ALPHA_MODES)}")
+        if m.alpha_mode == "opaque" and m.alpha != -1:
+            raise SceneError(f"{what} is opaque but references alpha plane {m.alpha}: set alpha_mode 'mask' or "
+                             f"alpha -1")
+        if m.alpha_mode == "mask" and not 0 <= m.alpha < len(self.alphas):
+            raise SceneError(f"{what} is masked but its alpha plane {m.alpha} is not among the scene's "
+                             f"{len(self.alphas)}: add the plane to Scene.alphas")
+        if not 0.0 <= m.alpha_cutoff <= 1.0:
+            raise SceneError(f"{what} has alpha_cutoff {m.alpha_cutoff}: it must lie in [0, 1]")
 
     def bounds(self) -> np.ndarray:
         """(2, 3) min and max corner of all vertices that faces use."""
@@ -167,11 +210,16 @@ class Scene:
             h.update(b"-" if arr is None else np.ascontiguousarray(arr).tobytes())
         for m in self.materials:
             h.update(repr((m.name, tuple(float(c) for c in m.base_color), m.texture)).encode())
+            if m.alpha_mode != "opaque":  # opaque scenes keep the hashes (and ids) they had before masks existed
+                h.update(repr((m.alpha_mode, float(m.alpha_cutoff), m.alpha_invert, m.alpha)).encode())
         for o in self.objects:
             h.update(repr((o.name, o.kind)).encode())
         for t in self.textures:
             h.update(repr(t.shape).encode())
             h.update(t.tobytes())
+        for a in self.alphas:
+            h.update(repr(("alpha", a.shape)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr(self.baked_lighting).encode())
         return h.hexdigest()
 
@@ -189,14 +237,14 @@ def merge_scenes(parts: list[Scene], name: str) -> Scene:
     if not parts:
         raise SceneError(f"scene {name!r}: nothing to merge")
     verts, faces, fmat, fobj, uvs, cols, lmuv, flm = [], [], [], [], [], [], [], []
-    materials, objects, textures = [], [], []
+    materials, objects, textures, alphas = [], [], [], []
     spawns = []
     any_uv = any(p.uvs is not None for p in parts)
     any_col = any(p.colors is not None for p in parts)
     any_lm = any(p.face_lightmap is not None for p in parts)
     v_off = 0
     for p in parts:
-        t_off, m_off, o_off = len(textures), len(materials), len(objects)
+        t_off, m_off, o_off, a_off = len(textures), len(materials), len(objects), len(alphas)
         verts.append(p.vertices)
         faces.append(p.faces + v_off)
         v_off += len(p.vertices)
@@ -209,14 +257,16 @@ def merge_scenes(parts: list[Scene], name: str) -> Scene:
         flm.append(np.where(p.face_lightmap >= 0, p.face_lightmap + t_off, -1) if p.face_lightmap is not None
                    else np.full(n, -1, np.int32))
         textures.extend(p.textures)
-        materials.extend(Material(m.name, m.base_color, m.texture + t_off if m.texture >= 0 else -1)
+        alphas.extend(p.alphas)
+        materials.extend(replace(m, texture=m.texture + t_off if m.texture >= 0 else -1,
+                                 alpha=m.alpha + a_off if m.alpha >= 0 else -1)
                          for m in p.materials)
         objects.extend(p.objects)
         spawns.append(p.spawn_points)
     return Scene(
         vertices=np.concatenate(verts), faces=np.concatenate(faces),
         face_material=np.concatenate(fmat), materials=materials,
-        face_object=np.concatenate(fobj), objects=objects, textures=textures,
+        face_object=np.concatenate(fobj), objects=objects, textures=textures, alphas=alphas,
         uvs=np.concatenate(uvs) if any_uv else None,
         colors=np.concatenate(cols) if any_col else None,
         lightmap_uvs=np.concatenate(lmuv) if any_lm else None,

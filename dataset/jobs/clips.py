@@ -21,7 +21,7 @@ def render_clip(renderer: Renderer, spec: JobSpec, c2w: np.ndarray) -> dict:
     for i, pose in enumerate(c2w):
         frames = renderer.render(pose[None], width)
         enc.add(frames.rgb[0])
-        scorer.add(frames.rgb[0], frames.depth[0])
+        scorer.add(frames.rgb[0], frames.depth[0], pose)
         depth[i] = frames.depth[0]
     scores = scorer.finish(c2w)
     status, reasons = verdict(scores, spec.annotation)

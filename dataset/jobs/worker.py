@@ -23,7 +23,7 @@ def plan_scene(spec: JobSpec, source: str):
     """Load a scene and sample its trajectories: (scene, ScenePlan)."""
     scene = load_scene(source)
     s = spec.sampling
-    cfg = SamplingConfig(walkable=WalkableConfig(camera_radius=s.camera_radius),
+    cfg = SamplingConfig(walkable=WalkableConfig(camera_radius=s.camera_radius, regions=s.regions),
                          path=PathConfig(frames=spec.frames_per_clip, step=s.step, fps=spec.fps,
                                          eye_height=s.eye_height, heading=s.heading))
     result = sample_trajectories(scene, spec.trajectories_per_scene, seed=spec.seed, config=cfg)

@@ -3,6 +3,11 @@
 One ``EmbeddedRenderer`` is built per scene (BVH, texture atlas and per-face tables once) and then
 renders any number of equirect or perspective frames. Depth is the range of the hit along each
 pixel-centre ray (DESIGN.md), exact up to float32.
+
+See-through surfaces: a ray that meets a cut-out texel of a masked material (``Material.alpha_mode``
+``"mask"``: grates, fences, foliage) is cast again from just beyond that hit, up to ``MAX_CUTOUT_LAYERS``
+times, so its colour, depth and object id are those of the surface behind; shadow rays pass through
+cut-outs the same way. Only rays that hit masked materials pay for this; scenes without any render as before.
 """
 
 from __future__ import annotations
@@ -17,9 +22,21 @@ from dataset.core.jobspec import MAX_SUPERSAMPLE, EmbeddedRendererSpec
 from dataset.core.raycast import EmbreeCaster, Hits
 from dataset.core.scene import Scene, default_poses
 from dataset.render.base import Frames
-from dataset.render.shading import box_downsample, build_atlas, rotate_directions, shade_kernel, texels_per_metre
+from dataset.render.shading import (
+    alpha_cut,
+    box_downsample,
+    build_atlas,
+    rotate_directions,
+    shade_kernel,
+    texels_per_metre,
+)
 
-RENDERER_VERSION = "1"
+RENDERER_VERSION = "2"
+"""Bumped when the same scene renders differently: 2 = see-through (alpha-tested) surfaces."""
+MAX_CUTOUT_LAYERS = 8
+"""Cut-out surfaces one ray passes through; the surface after that many is drawn whatever its alpha."""
+CUTOUT_STEP = 1e-4
+"""A ray continues from this far (relative to the hit distance, at least 1e-4 m) beyond a cut-out hit."""
 
 
 @dataclass
@@ -99,6 +116,7 @@ class EmbeddedRenderer:
         self._face_lmuv = scene.lightmap_uvs if baked_lm else np.zeros((1, 3, 2), np.float32)
         self._atlas = build_atlas(scene.textures, mipmaps=s.mipmaps)
         self._tpm = texels_per_metre(scene.vertices, scene.faces, self._face_uv, self._face_tex, self._atlas)
+        self._cutout = self._cutout_tables() if any(m.alpha_mode == "mask" for m in scene.materials) else None
         self._dirs: dict[tuple, np.ndarray] = {}
         self._buffers: dict[tuple, np.ndarray] = {}
         self.gain = 1.0
@@ -146,6 +164,39 @@ class EmbeddedRenderer:
         t = self.settings.target_brightness
         gain = t * (1.0 - m) / (m * (1.0 - t))  # solves m g / (1 + m (g - 1)) = t, the tone curve at m
         return float(np.clip(gain, 1.0, self.settings.max_gain))
+
+    def _cutout_tables(self) -> tuple:
+        """Per-face alpha-plane index (-1 = opaque), cutoff and inversion, and the alpha atlas: ``alpha_cut``'s
+        arguments after the hits."""
+        scene = self.scene
+        mat_alpha = np.array([m.alpha for m in scene.materials], np.int32)  # -1 for opaque (Scene.validate)
+        mat_cutoff = np.array([m.alpha_cutoff for m in scene.materials], np.float32)
+        mat_invert = np.array([m.alpha_invert for m in scene.materials], np.bool_)
+        fm = scene.face_material
+        atlas = build_atlas(scene.alphas, mipmaps=False)
+        return (self._face_uv, np.ascontiguousarray(mat_alpha[fm]), np.ascontiguousarray(mat_cutoff[fm]),
+                np.ascontiguousarray(mat_invert[fm]), atlas.data, atlas.offset, atlas.width, atlas.height)
+
+    def _see_through(self, origins: np.ndarray, dirs: np.ndarray, hits: Hits, sl: slice) -> None:
+        """Replace the hits ``sl`` that landed on cut-out texels by the next surface along the same rays (calling
+        thread only; ``hits.t`` stays the range from the original origins)."""
+        cut = np.empty(sl.stop - sl.start, np.bool_)
+        alpha_cut(hits.prim[sl], hits.u[sl], hits.v[sl], *self._cutout, cut)
+        idx = sl.start + np.flatnonzero(cut)
+        for layer in range(MAX_CUTOUT_LAYERS):
+            if not len(idx):
+                return
+            t = hits.t[idx]
+            start = t + np.maximum(t * np.float32(CUTOUT_STEP), np.float32(CUTOUT_STEP))
+            d = np.ascontiguousarray(dirs[idx])
+            o = np.ascontiguousarray(origins[idx] + d * start[:, None])
+            behind = Hits.empty(len(idx))
+            self.caster.cast_slice(o, d, slice(0, len(idx)), behind)
+            hits.t[idx], hits.prim[idx], hits.u[idx], hits.v[idx] = start + behind.t, behind.prim, behind.u, behind.v
+            if layer + 1 < MAX_CUTOUT_LAYERS:
+                cut = np.empty(len(idx), np.bool_)
+                alpha_cut(behind.prim, behind.u, behind.v, *self._cutout, cut)
+                idx = idx[cut]
 
     def _directions(self, key: tuple) -> np.ndarray:
         """Camera-frame unit ray directions (P, 3) float32, cached per camera model and size."""
@@ -215,6 +266,8 @@ class EmbeddedRenderer:
         def chunk(sl: slice) -> None:
             rotate_directions(cam_dirs[sl], rot, dirs[sl])
             self.caster.cast_slice(origins, dirs, sl, hits)
+            if self._cutout is not None:
+                self._see_through(origins, dirs, hits, sl)
             shadow = self._shadow(origins[sl], dirs[sl], hits.t[sl], hits.prim[sl], sun) if shadows else _ONES
             shade_kernel(hits.prim[sl], hits.u[sl], hits.v[sl], dirs[sl], shadows, shadow, *consts, hits.t[sl],
                          *lights, out_rgb[sl], out_depth[sl], out_inst[sl])
@@ -233,7 +286,15 @@ class EmbeddedRenderer:
         idx, normals = idx[lit], normals[lit]
         points = origins[idx] + dirs[idx] * t[idx, None]
         points += normals * np.float32(1e-3) * np.maximum(1.0, t[idx, None])
-        blocked = self.caster.occluded(points.astype(np.float32), np.broadcast_to(sun, points.shape).copy())
+        points = points.astype(np.float32)
+        towards = np.broadcast_to(sun, points.shape).copy()
+        if self._cutout is None:
+            blocked = self.caster.occluded(points, towards)
+        else:  # light passes through cut-out texels too
+            sun_hits = Hits.empty(len(points))
+            self.caster.cast_slice(points, towards, slice(0, len(points)), sun_hits)
+            self._see_through(points, towards, sun_hits, slice(0, len(points)))
+            blocked = sun_hits.prim >= 0
         shadow[idx[blocked]] = 0.0
         return shadow
 

@@ -4,7 +4,8 @@ Shading is where a CPU panorama renderer spends its time after the ray cast, so 
 compiled kernel over chunks of hits, on the ray-casting threads: barycentric interpolation of UVs
 and colours, trilinear mip-mapped texture lookup (level from the ray footprint, so distant textures
 do not shimmer in video), bilinear light-map lookup, and a view-independent sun + sky model for scenes without baked
-lighting (stable across frames, which video models rely on).
+lighting (stable across frames, which video models rely on). A second small kernel (``alpha_cut``) finds the
+hits on cut-out texels of masked materials, which the renderer then casts past.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class TextureAtlas:
     """All textures of a scene and their mip levels in one flat buffer the kernel can index."""
 
     data: np.ndarray
-    """Flat uint8 RGB texels of every level of every texture."""
+    """Flat uint8 texels (RGB, or one channel for alpha planes) of every level of every texture."""
     offset: np.ndarray
     """(T, L) int64 start of level l of texture t in ``data`` (texels, not bytes)."""
     width: np.ndarray
@@ -45,7 +46,8 @@ def _downsample(img: np.ndarray) -> np.ndarray:
 
 
 def build_atlas(textures: list[np.ndarray], mipmaps: bool = True) -> TextureAtlas:
-    """Pack textures (and, if asked, their mip chains down to 1x1) into a ``TextureAtlas``."""
+    """Pack textures (h, w, 3) or alpha planes (h, w) (and, if asked, their mip chains down to 1x1) into a
+    ``TextureAtlas``."""
     chains = []
     for tex in textures:
         chain = [tex]
@@ -90,8 +92,8 @@ def texels_per_metre(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, f
 
 
 @nb.njit(inline="always", fastmath=True)
-def _bilinear(data, off, w, h, s, t, wrap):
-    """Bilinear RGB lookup (0..1) at texture coordinates (s, t), wrapping or clamping."""
+def _bilinear_taps(w, h, s, t, wrap):
+    """Texel columns x0, x1, rows y0, y1 and weights fx, fy of a bilinear lookup at (s, t), wrapping or clamping."""
     if wrap:  # repeat: bring (s, t) into [0, 1) with float ops (integer modulo is slow)
         s -= math.floor(s)
         t -= math.floor(t)
@@ -119,6 +121,13 @@ def _bilinear(data, off, w, h, s, t, wrap):
         x1 = min(max(x1, 0), w - 1)
         y0 = min(max(y0, 0), h - 1)
         y1 = min(max(y1, 0), h - 1)
+    return x0, x1, y0, y1, fx, fy
+
+
+@nb.njit(inline="always", fastmath=True)
+def _bilinear(data, off, w, h, s, t, wrap):
+    """Bilinear RGB lookup (0..1) at texture coordinates (s, t), wrapping or clamping."""
+    x0, x1, y0, y1, fx, fy = _bilinear_taps(w, h, s, t, wrap)
     i00 = (off + y0 * w + x0) * 3
     i01 = (off + y0 * w + x1) * 3
     i10 = (off + y1 * w + x0) * 3
@@ -132,6 +141,33 @@ def _bilinear(data, off, w, h, s, t, wrap):
     g = (data[i00 + 1] * w00 + data[i01 + 1] * w01 + data[i10 + 1] * w10 + data[i11 + 1] * w11) * k
     b = (data[i00 + 2] * w00 + data[i01 + 2] * w01 + data[i10 + 2] * w10 + data[i11 + 2] * w11) * k
     return r, g, b
+
+
+@nb.njit(fastmath=True, cache=True, nogil=True)
+def alpha_cut(prim, bu, bv, face_uv, face_alpha, face_cutoff, face_invert, alpha_data, alpha_off, alpha_w,
+              alpha_h, out):
+    """out[i] = True where ray i hit a masked face at a point whose alpha fails the face's test (a cut-out texel
+    the ray passes through). Alpha is sampled bilinearly at level 0 with repeat wrapping, as the colour is: the
+    exact coverage at the hit point, whatever the distance (mip-mapped alpha would thin foliage with distance)."""
+    for i in range(prim.shape[0]):
+        p = prim[i]
+        cut = False
+        if p >= 0:
+            a = face_alpha[p]
+            if a >= 0:
+                u = bu[i]
+                v = bv[i]
+                w0 = 1.0 - u - v
+                s = w0 * face_uv[p, 0, 0] + u * face_uv[p, 1, 0] + v * face_uv[p, 2, 0]
+                t = w0 * face_uv[p, 0, 1] + u * face_uv[p, 1, 1] + v * face_uv[p, 2, 1]
+                w = alpha_w[a, 0]
+                off = alpha_off[a, 0]
+                x0, x1, y0, y1, fx, fy = _bilinear_taps(w, alpha_h[a, 0], s, t, True)
+                top = alpha_data[off + y0 * w + x0] * (1.0 - fx) + alpha_data[off + y0 * w + x1] * fx
+                bottom = alpha_data[off + y1 * w + x0] * (1.0 - fx) + alpha_data[off + y1 * w + x1] * fx
+                alpha = (top * (1.0 - fy) + bottom * fy) * (1.0 / 255.0)
+                cut = (alpha >= face_cutoff[p]) == face_invert[p]
+        out[i] = cut
 
 
 @nb.njit(inline="always", fastmath=True)

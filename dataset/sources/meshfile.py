@@ -13,6 +13,20 @@ three.js convention). Textures become RGB uint8 (alpha composited over the textu
 so cut-out cards keep a plausible colour), at most ``MAX_TEXTURE_SIZE`` pixels on their longer side; an
 image used by several materials (the same object or the same pixels) is stored once.
 
+See-through materials become masked materials (``Material.alpha_mode`` ``"mask"``) whose alpha plane is the
+texture's alpha times the ``baseColorFactor`` alpha (a constant plane for an untextured material):
+
+- glTF ``alphaMode: MASK`` keeps its ``alphaCutoff`` (default 0.5);
+- glTF ``alphaMode: BLEND`` is alpha-tested at 0.5 as well: the renderer has no order-independent blending,
+  and a cut at half keeps what is mostly opaque (leaves, lettering) and drops what is mostly clear (thin glass
+  disappears, which is closer to the truth for depth than an opaque sheet);
+- glTF ``OPAQUE`` ignores alpha, as the specification says;
+- OBJ/MTL ``map_d`` (its alpha channel, else its grey level; the line's last word names the file, relative to
+  the OBJ) is alpha-tested at 0.5; the scalar ``d``/``Tr`` and the alpha of ``map_Kd`` are ignored (exporters
+  disagree on them), as are vertex-colour alphas.
+
+A masked material none of whose texels is cut stays opaque (no cost in the renderer).
+
 An object is a ``"structure"`` (floors, walls, buildings, terrain) when any of these holds, else a ``"prop"``:
 
 - it is the only object of the file (a whole level exported as one mesh);
@@ -28,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +85,7 @@ def load_mesh_file(source: str) -> Scene:
                          f"complete and valid (a .gltf needs its .bin and image files beside it)") from exc
 
     to_world = UP_AXIS_TO_WORLD[up] * scale
-    builder = _SceneBuilder(linear_colors=fmt in ("gltf", "glb"))
+    builder = _SceneBuilder(linear_colors=fmt in ("gltf", "glb"), folder=path.parent)
     for node in loaded.graph.nodes_geometry:
         transform, geometry_name = loaded.graph[node]
         geometry = loaded.geometry[geometry_name]
@@ -120,8 +135,9 @@ def _parse_source(source: str) -> tuple[Path, str, float]:
 class _SceneBuilder:
     """Accumulates transformed geometry instances, sharing materials and textures between them."""
 
-    def __init__(self, linear_colors: bool) -> None:
+    def __init__(self, linear_colors: bool, folder: Path) -> None:
         self.linear_colors = linear_colors
+        self.folder = folder
         self.vertices: list[np.ndarray] = []
         self.faces: list[np.ndarray] = []
         self.face_material: list[np.ndarray] = []
@@ -130,9 +146,11 @@ class _SceneBuilder:
         self.objects: list[SceneObject] = []
         self.materials: list[Material] = []
         self.textures: list[np.ndarray] = []
+        self.alphas: list[np.ndarray] = []
         self._material_index: dict[tuple, int] = {}
-        self._texture_index: dict[int, int] = {}
+        self._texture_index: dict[int, tuple[int, np.ndarray | None]] = {}
         self._texture_by_content: dict[str, int] = {}
+        self._alpha_by_content: dict[str, int] = {}
         self._num_vertices = 0
 
     def add(self, name: str, mesh: trimesh.Trimesh, linear: np.ndarray, offset: np.ndarray) -> None:
@@ -179,35 +197,78 @@ class _SceneBuilder:
         if key in self._material_index:
             return self._material_index[key]
         name = getattr(source, "name", None) or f"material_{len(self.materials)}"
-        image = None
+        image = mask_image = None
+        factor_alpha, cutoff = 1.0, None  # cutoff None: opaque
         if isinstance(source, PBRMaterial):
             image = source.baseColorTexture
             factor = source.baseColorFactor
             base = linear_to_srgb(to_float(factor)[:3]) if factor is not None else np.ones(3)
+            mode = (source.alphaMode or "OPAQUE").upper()
+            if mode in ("MASK", "BLEND"):
+                cutoff = source.alphaCutoff if mode == "MASK" and source.alphaCutoff is not None else 0.5
+                factor_alpha = float(to_float(factor)[3]) if factor is not None and len(factor) > 3 else 1.0
+                mask_image = image
         elif isinstance(source, SimpleMaterial):
             image = source.image
             if "kd" in source.kwargs:  # trimesh sets a 0.4 grey diffuse when the MTL gives no Kd
                 base = to_float(source.diffuse)[:3]
             else:
                 base = np.ones(3) if image is not None else np.array(Material.base_color)
+            mask_image = self._map_d(source.kwargs.get("map_d")) if textured else None
+            cutoff = 0.5 if mask_image is not None else None
         else:
             name = "vertex_colors" if coloured else "default"
             base = np.ones(3) if coloured else np.array(Material.base_color)
-        texture = self._texture(image) if textured and image is not None else -1
-        self.materials.append(Material(name, tuple(round(float(c), 6) for c in base), texture))
+        texture, alpha = self._texture(image) if textured and image is not None else (-1, None)
+        material = Material(name, tuple(round(float(c), 6) for c in base), texture)
+        if cutoff is not None:
+            if mask_image is not image:  # an OBJ map_d: its own image
+                alpha = _image_arrays(mask_image)[1]
+            plane = self._alpha_plane(alpha, factor_alpha, float(cutoff))
+            if plane >= 0:
+                material = replace(material, alpha_mode="mask", alpha_cutoff=float(cutoff), alpha=plane)
+        self.materials.append(material)
         self._material_index[key] = len(self.materials) - 1
         return self._material_index[key]
 
-    def _texture(self, image: Image.Image) -> int:
-        """Index of the RGB uint8 texture made from a PIL image; one entry per distinct image content."""
+    def _texture(self, image: Image.Image) -> tuple[int, np.ndarray | None]:
+        """Index of the RGB uint8 texture made from a PIL image (one entry per distinct image content) and the
+        image's alpha (h, w) uint8, None when it has none."""
         if id(image) not in self._texture_index:  # the same image object is converted once
-            pixels = _texture_array(image)
+            pixels, alpha = _image_arrays(image)
             digest = hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
             if digest not in self._texture_by_content:  # files often store one image several times
                 self.textures.append(pixels)
                 self._texture_by_content[digest] = len(self.textures) - 1
-            self._texture_index[id(image)] = self._texture_by_content[digest]
+            self._texture_index[id(image)] = (self._texture_by_content[digest], alpha)
         return self._texture_index[id(image)]
+
+    def _alpha_plane(self, alpha: np.ndarray | None, factor: float, cutoff: float) -> int:
+        """Index of the alpha plane ``alpha`` x ``factor`` (a constant 1 x 1 plane when ``alpha`` is None), or -1
+        when no texel of it falls below ``cutoff`` (the material is then opaque)."""
+        source = alpha.astype(np.float32) if alpha is not None else np.full((1, 1), 255.0, np.float32)
+        plane = np.clip(np.rint(source * factor), 0, 255).astype(np.uint8)
+        if not (plane < cutoff * 255.0).any():
+            return -1
+        digest = hashlib.sha256(repr(plane.shape).encode() + plane.tobytes()).hexdigest()
+        if digest not in self._alpha_by_content:
+            self.alphas.append(plane)
+            self._alpha_by_content[digest] = len(self.alphas) - 1
+        return self._alpha_by_content[digest]
+
+    def _map_d(self, words: list[str] | None) -> Image.Image | None:
+        """The image an MTL ``map_d`` line names (its last word, relative to the OBJ), as alpha; None if absent."""
+        if not words:
+            return None
+        path = self.folder / words[-1].replace("\\", "/")
+        try:
+            with Image.open(path) as image:
+                if _has_alpha(image):
+                    return image.convert("RGBA")
+                grey = image.convert("L")
+                return Image.merge("LA", (grey, grey))
+        except OSError:  # a missing or unreadable file, like an unreadable map_Kd in trimesh: no mask
+            return None
 
     def build(self, source: str, path: Path, fmt: str, up: str, scale: float) -> Scene:
         """Concatenate everything added into a Scene."""
@@ -224,7 +285,7 @@ class _SceneBuilder:
         scene = Scene(
             vertices=vertices, faces=faces, face_material=np.concatenate(self.face_material),
             materials=self.materials, face_object=face_object, objects=self.objects, textures=self.textures,
-            uvs=uvs, colors=colors, name=source,
+            alphas=self.alphas, uvs=uvs, colors=colors, name=source,
             source_units=_NAMED_UNITS.get(scale, f"{scale:g} m"),
             provenance={"loader": "meshfile", "path": str(path.resolve()), "format": fmt, "up": up,
                         "scale": scale, "sha256": _file_sha256(path)},
@@ -242,9 +303,15 @@ def _concat_or_none(parts: list[np.ndarray | None], counts: list[int], fill: flo
                            for p, n in zip(parts, counts, strict=True)])
 
 
-def _texture_array(image: Image.Image) -> np.ndarray:
-    """RGB uint8 (h, w, 3) copy of a PIL image: downscaled to MAX_TEXTURE_SIZE, alpha composited."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+def _has_alpha(image: Image.Image) -> bool:
+    """Whether a PIL image carries an alpha channel or a transparent palette entry."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _image_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 (h, w, 3) copy of a PIL image, downscaled to MAX_TEXTURE_SIZE with alpha composited, and its
+    alpha (h, w) uint8 at the same size (None when the image has none)."""
+    has_alpha = _has_alpha(image)
     image = image.convert("RGBA" if has_alpha else "RGB")
     longer = max(image.size)
     if longer > MAX_TEXTURE_SIZE:
@@ -252,13 +319,13 @@ def _texture_array(image: Image.Image) -> np.ndarray:
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     pixels = np.asarray(image)
     if not has_alpha:
-        return np.ascontiguousarray(pixels)
+        return np.ascontiguousarray(pixels), None
     rgb = pixels[..., :3].astype(np.float32)
     alpha = pixels[..., 3:].astype(np.float32) / 255.0
     weight = alpha.sum()
     background = (rgb * alpha).sum((0, 1)) / weight if weight > 0 else rgb.mean((0, 1))
     out = rgb * alpha + background * (1.0 - alpha)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), np.ascontiguousarray(pixels[..., 3])
 
 
 def _classify_objects(scene: Scene) -> None:

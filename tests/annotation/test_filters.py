@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from build_helpers import bad_clips
 
-from annotation.filters import StreamingScores, clip_scores, verdict
+from annotation.filters import StreamingScores, clip_scores, depth_scores, verdict
 from dataset.core.codecs import decode_depth, decode_mp4
+from dataset.core.conventions import pose_from_heading
 from dataset.core.jobspec import parse_job_spec
 from dataset.jobs.clips import render_clip
 from dataset.jobs.worker import plan_scene
@@ -45,11 +47,12 @@ def test_streaming_scores_equal_whole_clip_scores(indoor):
     c2w = plan.clips[1].c2w
     frames = renderer.render(c2w, 256)
     stream = StreamingScores(len(c2w), 0.25)
-    for rgb, depth in zip(frames.rgb, frames.depth, strict=True):
-        stream.add(rgb, depth)
+    for rgb, depth, pose in zip(frames.rgb, frames.depth, c2w, strict=True):
+        stream.add(rgb, depth, pose)
     streamed = stream.finish(c2w)
     whole = clip_scores(frames.rgb, frames.depth, c2w, 0.25)
-    assert streamed.keys() == whole.keys() == set(SCORE_NAMES), "the shard schema holds every score"
+    # sky_fraction is not a shard column yet (annotation.filters' docstring)
+    assert streamed.keys() == whole.keys() == set(SCORE_NAMES) | {"sky_fraction"}, "the shard schema holds the scores"
     for k in whole:
         assert streamed[k] == pytest.approx(whole[k], rel=1e-5, abs=1e-6), k
 
@@ -74,3 +77,50 @@ def test_thresholds_come_from_the_spec():
     strict = parse_job_spec({"scenes": ["x"], "annotation": {"min_detail": 80, "max_void_fraction": 0.2}})
     status, reasons = verdict(scores, strict.annotation)
     assert status == "rejected" and len(reasons) == 2 and reasons[0].startswith("void_fraction 0.30 > 0.2")
+
+
+LOOK_DOWN = np.array([[1.0, 0, 0, 0], [0, -1, 0, 0], [0, 0, -1, 1.6], [0, 0, 0, 1]])
+"""c2w of a camera looking straight down (x right = world +X, forward = world -Z): world up is -z_cam, so the
+rays below the horizon are exactly the middle half of the columns (longitude within 90 deg of forward)."""
+
+
+def test_sky_is_no_hit_above_the_horizon_and_void_the_rest():
+    """Level camera, 64x32: rows 0-15 look above the horizon, rows 16-31 below."""
+    depth = np.full((1, 32, 64), 5.0, np.float32)
+    depth[0, :10] = 0  # open sky: 10 of the 16 upper rows
+    depth[0, 28:] = 0  # no world below the horizon: 4 rows
+    depth[0, 12, :8] = 0.1  # a hit nearer than near_limit, above the horizon: void, not sky
+    depth[0, 20, :4] = np.nan  # invalid depth: void, not sky
+    s = depth_scores(depth, 0.25)
+    px = 32 * 64
+    assert s["sky_fraction"] == pytest.approx(10 * 64 / px)
+    assert s["void_fraction"] == pytest.approx((4 * 64 + 8 + 4) / px)
+    assert s["near_fraction"] == pytest.approx(8 / px)
+    assert s["depth_invalid_fraction"] == pytest.approx(4 / px)
+    level = pose_from_heading((1.0, 2.0, 1.6), 0.7)[None]
+    assert depth_scores(depth, 0.25, level) == pytest.approx(s), "a level pose splits at the middle row"
+
+
+def test_the_horizon_follows_the_camera_pose():
+    """Looking straight down, the middle half of the columns is below the horizon whatever the row."""
+    sky_cols = np.zeros((1, 32, 64), np.float32)
+    sky_cols[..., 16:48] = 3.0  # hits where the rays point down, nothing where they point up
+    down = depth_scores(sky_cols, 0.25, LOOK_DOWN[None])
+    assert down["sky_fraction"] == pytest.approx(0.5) and down["void_fraction"] == 0
+    assert depth_scores(sky_cols, 0.25)["void_fraction"] == pytest.approx(0.25), "taken as level it is void"
+    void_cols = np.where(sky_cols > 0, 0, 3.0).astype(np.float32)
+    assert depth_scores(void_cols, 0.25, LOOK_DOWN[None])["void_fraction"] == pytest.approx(0.5)
+    stream = StreamingScores(1, 0.25)
+    stream.add(np.zeros((32, 64, 3), np.uint8), void_cols[0], LOOK_DOWN)
+    assert stream.finish(LOOK_DOWN[None])["void_fraction"] == pytest.approx(0.5), "streamed scores use the pose"
+
+
+def test_sky_is_never_rejected_void_is():
+    base = {"detail": 50.0, "dark_fraction": 0.0, "saturated_fraction": 0.0, "near_fraction": 0.0,
+            "mean_depth": 20.0, "depth_invalid_fraction": 0.0, "path_length_m": 3.0, "rotation_deg": 40.0,
+            "flow_px": 1.0}
+    street = {**base, "sky_fraction": 0.55, "void_fraction": 0.01}
+    assert verdict(street, SPEC.annotation) == ("accepted", [])
+    edge_of_world = {**base, "sky_fraction": 0.3, "void_fraction": 0.65}
+    status, reasons = verdict(edge_of_world, SPEC.annotation)
+    assert status == "rejected" and reasons[0].startswith("void_fraction 0.65 > 0.6")

@@ -26,3 +26,18 @@ def room_with_table() -> Scene:
     return make_scene([((-5, -4, 0), (5, 4, 3), True, GREY, "room"),
                        ((1.0, 1.0, 0.0), (2.2, 1.8, 0.75), False, GREY, "table"),
                        ((-2.3, -0.3, 0.0), (-1.7, 0.3, 3.0), False, GREY, "pillar")], name="room_with_table")
+
+
+def plaza_with_building(stairs: bool = False) -> Scene:
+    """A 24 x 24 m plaza (a 0.5 m slab, top at z = 0) around a closed 8 x 8 x 6 m building (flat roof at 6 m,
+    no door), no spawn points. With ``stairs``: 24 solid steps of 0.25 m rise and 0.3 m run climb along
+    the building's south side (y in [-5.5, -4], x from -7.6 to -0.4), then a 4 m landing at roof height
+    meets the roof."""
+    boxes = [((-12, -12, -0.5), (12, 12, 0), False, GREY, "plaza", "structure"),
+             ((-4, -4, 0), (4, 4, 6), False, GREY, "building", "structure")]
+    if stairs:
+        for i in range(24):
+            x0 = -7.6 + i * 0.3
+            boxes.append(((x0, -5.5, 0), (x0 + 0.3, -4, (i + 1) * 0.25), False, GREY, f"step_{i}", "structure"))
+        boxes.append(((-0.4, -5.5, 0), (3.6, -4, 6), False, GREY, "landing", "structure"))
+    return make_scene(boxes, name="plaza_stairs" if stairs else "plaza")

@@ -26,7 +26,9 @@ def indoor_clip():
     from dataset.core.jobspec import parse_job_spec
     from dataset.jobs.worker import plan_scene
 
-    spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 13})
+    # two walks inside rooms (a walk through a doorway sees much less of its first panorama after a second)
+    spec = parse_job_spec({"scenes": ["procedural:indoor:1"], "trajectories_per_scene": 2, "frames_per_clip": 13,
+                           "seed": 1})
     scene, plan = plan_scene(spec, "procedural:indoor:1")
     clips = [c.c2w for c in plan.clips]
     with EmbeddedRenderer(scene, RenderSettings(threads=1)) as r:
@@ -80,8 +82,10 @@ def test_presets_and_safety_rescale(indoor_clip):
     s = preset_trajectory("s_curve", depth, 9)
     assert np.abs(s[:, 0, 3]).max() > 0 and s[-1, 2, 3] == pytest.approx(0.5 * ahead)
     far = preset_trajectory("straight", depth, frames=9, movement=3.0)
-    safe = safe_rescale(far, depth, 0.5)
-    assert np.linalg.norm(safe[-1, :3, 3]) <= 0.5 * ahead * 1.1
+    h, w = depth.shape
+    straight_on = depth[h // 2, w // 2]  # the depth in the path's direction (ahead is a cone's median)
+    assert 3.0 * ahead > 0.5 * straight_on
+    assert np.linalg.norm(safe_rescale(far, depth, 0.5)[-1, :3, 3]) == pytest.approx(0.5 * straight_on, rel=1e-4)
     with pytest.raises(ValueError, match="unknown trajectory preset"):
         preset_trajectory("zigzag", depth)
 

@@ -2,7 +2,8 @@
 
 - ``room:WxDxH``: a closed, textured box room of exact size (x in ±W/2, y in ±D/2, z in [0, H]);
 - ``indoor:SEED``: a furnished building of 2-3 storeys joined by stairs, rooms joined by doors;
-- ``outdoor:SEED``: city blocks with streets, sidewalks, buildings, lamp posts, trees and open sky.
+- ``outdoor:SEED``: a town of city blocks (streets, sidewalks, buildings, street furniture, parked cars) in
+  countryside to the horizon (fields, roads, houses, apartment rows, hills: ``scenery`` objects).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def build_room(arg: str) -> Scene:
 GENERATORS: dict[str, tuple[str, str, Callable[[str], Scene]]] = {
     "indoor": ("0", "furnished building: rooms with doors, 2-3 storeys joined by stairs",
                lambda a: build_indoor(_seed(a, "indoor"))),
-    "outdoor": ("0", "city blocks: streets, sidewalks, buildings, lamp posts, trees, open sky",
+    "outdoor": ("0", "a town of city blocks in countryside that reaches the horizon",
                 lambda a: build_outdoor(_seed(a, "outdoor"))),
     "room": ("4x6x3", "closed box room of W x D x H metres (exact-depth checks)", build_room),
 }

@@ -109,6 +109,14 @@ def _facade(rng, s, wall, glass=(0.32, 0.42, 0.52)) -> np.ndarray:
     return img
 
 
+def _rows(rng, s, ground, ridge, count=8) -> np.ndarray:
+    """Field rows along u: ``ridge``-coloured rows (plants, furrow crests) over ``ground``, with noise."""
+    across = 0.5 + 0.5 * np.cos(2 * np.pi * count * np.arange(s) / s)  # 1 on a row, 0 between rows
+    mix = np.clip(across[:, None] * 1.4 - 0.2 + 0.4 * (_noise(rng, s, 2.0) - 0.5), 0, 1)
+    img = np.asarray(ground)[None, None] * (1 - mix[..., None]) + np.asarray(ridge)[None, None] * mix[..., None]
+    return img * (0.85 + 0.3 * _fbm(rng, s, 20.0, 3))[..., None]
+
+
 def _make(name: str, seed: int, s: int) -> np.ndarray:
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     paints = [(0.86, 0.84, 0.78), (0.80, 0.84, 0.86), (0.88, 0.82, 0.72), (0.78, 0.82, 0.74), (0.9, 0.88, 0.86)]
@@ -137,6 +145,10 @@ def _make(name: str, seed: int, s: int) -> np.ndarray:
         "facade_concrete": lambda: _facade(rng, s, (0.72, 0.7, 0.66)),
         "facade_paint": lambda: _facade(rng, s, paints[rng.integers(len(paints))]),
         "roof": lambda: _colorize((0.3, 0.3, 0.32), _fbm(rng, s, 30.0, 3), 0.2),
+        "crops": lambda: _rows(rng, s, (0.42, 0.33, 0.22), (0.3, 0.47, 0.17)),
+        "wheat": lambda: _colorize((0.78, 0.66, 0.36), 0.6 * _noise(rng, s, 1.5, aniso=(1.0, 0.15))
+                                   + 0.4 * _fbm(rng, s, 30.0, 3), 0.3),
+        "soil": lambda: _rows(rng, s, (0.36, 0.27, 0.19), (0.48, 0.37, 0.26), count=16),
     }
     if name not in recipes:
         raise KeyError(f"unknown texture {name!r}")

@@ -15,6 +15,8 @@ effects such as light beams and flames) are dropped, so sky rays miss (depth 0).
 gets them counter-clockwise. Light maps and vertex colours carry the baked lighting, brightened by
 Quake 3's over-bright shift as the game shows it. Textures are resolved by shader name, then through
 the ``scripts/*.shader`` files, and decoded once per process (cached per archive file and name).
+Shaders whose image stage has an ``alphaFunc`` (grates, fences, foliage) become masked, see-through materials
+with their image's alpha (``textures``); the level's geometry stays solid for walking and collisions.
 
 Modules: ``loader`` (source strings, ``load_quake3``), ``archives`` (OpenArena discovery, ``.pk3`` access),
 ``bsp`` (lumps, entities, visible surfaces, triangles and patch tessellation), ``shaders`` (shader

@@ -65,7 +65,7 @@ def _build_scene(bsp: _Bsp, archives: _Archives, level: int, where: str, provena
 
     shader_ids, face_material = np.unique(bsp.faces["texture"][tri_face], return_inverse=True)
     shader_names = [_c_string(bsp.textures["name"][i]) for i in shader_ids]
-    materials, textures, stats = _load_materials(archives, shaders, shader_names)
+    materials, textures, alphas, stats = _load_materials(archives, shaders, shader_names)
 
     lm_index = bsp.faces["lm_index"][tri_face]
     lit = (lm_index >= 0) & (lm_index < len(bsp.lightmaps))
@@ -84,6 +84,7 @@ def _build_scene(bsp: _Bsp, archives: _Archives, level: int, where: str, provena
         face_object=face_object,
         objects=objects,
         textures=textures,
+        alphas=alphas,
         uvs=corner[:, :, 3:5],
         colors=colors,
         lightmap_uvs=np.where(lit[:, None, None], corner[:, :, 5:7], 0.0),

@@ -10,6 +10,8 @@ from functools import lru_cache
 from dataset.core.scene import SceneError
 from dataset.sources.quake3.archives import _ZIP_ERRORS, _member_names, read_member
 
+ALPHA_FUNCS = ("GT0", "LT128", "GE128")
+"""The ``alphaFunc`` values of Quake 3 shader stages."""
 _SHADER_TOKEN = re.compile(r'//[^\n]*|/\*.*?\*/|"([^"]*)"|([{}])|([^\s{}"]+)', re.DOTALL)
 
 
@@ -22,6 +24,9 @@ class ShaderInfo:
     neither ``$lightmap``/``$whiteimage`` nor an environment map, else any stage image, else ``qer_editorimage``."""
     blended: bool
     """All its stages (besides ``$lightmap``) blend over what is behind (``blendFunc``): see-through."""
+    alpha_func: str | None = None
+    """``alphaFunc`` of the stage that gives ``image`` (``GT0``, ``LT128`` or ``GE128``; None when it has none):
+    the alpha test that cuts grates, fences and foliage out of their texture."""
 
 
 @lru_cache(maxsize=8)
@@ -71,7 +76,7 @@ def parse_shader_script(text: str) -> dict[str, ShaderInfo]:
 
 
 def _shader_info(stages: list[list[str]], editor: str | None) -> ShaderInfo:
-    image = fallback = None
+    image = fallback = image_func = fallback_func = None
     blends = []
     for stage in stages:
         low = " ".join(stage).lower().split()
@@ -89,8 +94,12 @@ def _shader_info(stages: list[list[str]], editor: str | None) -> ShaderInfo:
                 break
         if not stage_image or stage_image.startswith("$") or image:
             continue
+        func = low[low.index("alphafunc") + 1].upper() if "alphafunc" in low[:-1] else None
+        func = func if func in ALPHA_FUNCS else None
         if any(low[k:k + 2] == ["tcgen", "environment"] for k in range(len(low))):
-            fallback = fallback or stage_image
+            if not fallback:
+                fallback, fallback_func = stage_image, func
         else:
-            image = stage_image
-    return ShaderInfo(image or fallback or editor, bool(blends) and all(blends))
+            image, image_func = stage_image, func
+    return ShaderInfo(image or fallback or editor, bool(blends) and all(blends),
+                      image_func if image else fallback_func if fallback else None)

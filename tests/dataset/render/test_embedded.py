@@ -86,6 +86,17 @@ def test_sky_rays_have_zero_depth_and_no_instance():
     assert sky[2] > sky[0], "sky is blue"
 
 
+def test_shadows_with_a_chunk_of_sky_only():
+    """512 px wide = 8 ray chunks on 2 threads; the top ones see only sky, so they cast no shadow ray at all."""
+    floor = make_scene([((-50, -50, -1), (50, 50, 0), False, (0.5, 0.5, 0.5), "ground"),
+                        ((2, -1, 0), (3, 1, 3), False, (0.5, 0.5, 0.5), "block")])
+    with EmbeddedRenderer(floor, RenderSettings(shadows=True, auto_gain=False, threads=2)) as r:
+        f = r.render(pose_from_heading((0, 0, 1.6), 0.0), 512)
+    assert (f.depth[0, :64] == 0).all()
+    ground = f.rgb[0][f.instance[0] == 0].mean(1)
+    assert ground.max() - ground.min() > 20, "the block's shadow darkens part of the ground"
+
+
 def quad_scene(texture: np.ndarray) -> Scene:
     """A 2 x 2 m textured quad in the plane x = 3 facing -X, uv (0,0) at its top-left seen from the origin."""
     # Seen from the origin looking +X: left is +Y, up is +Z.

@@ -285,3 +285,63 @@ def test_errors_name_the_file_and_the_fix(tmp_path: Path, name, make, suffix, ex
         load_mesh_file(str(path) + suffix)
     message = str(info.value)
     assert expected in message and name in message and "\n" not in message
+
+
+def alpha_quad_image() -> Image.Image:
+    """8 x 8 RGBA: colour from ``quadrant_image``, alpha 255 on the left half, 0 on the right, 100 on the last row."""
+    rgba = np.dstack([np.asarray(quadrant_image()), np.zeros((8, 8), np.uint8)])
+    rgba[:, :4, 3] = 255
+    rgba[-1, :, 3] = 100
+    return Image.fromarray(rgba, "RGBA")
+
+
+@pytest.mark.parametrize("mode, cutoff, expected", [("MASK", 0.3, ("mask", 0.3)), ("MASK", None, ("mask", 0.5)),
+                                                    ("BLEND", 0.3, ("mask", 0.5)), ("OPAQUE", 0.3, ("opaque", 0.5))])
+def test_gltf_alpha_modes(tmp_path: Path, mode: str, cutoff: float | None, expected: tuple) -> None:
+    material = PBRMaterial(name="fence", baseColorTexture=alpha_quad_image(), baseColorFactor=[1.0, 1.0, 1.0, 0.8],
+                           alphaMode=mode, alphaCutoff=cutoff)
+    textured_quad(material).export(tmp_path / "fence.glb")
+
+    scene = load_mesh_file(str(tmp_path / "fence.glb"))
+
+    m = scene.materials[0]
+    assert (m.alpha_mode, m.alpha_cutoff, m.alpha_invert) == (*expected, False)
+    assert scene.textures[0].shape == (8, 8, 3)  # colour stays RGB (alpha composited)
+    if mode == "OPAQUE":
+        assert m.alpha == -1 and scene.alphas == []
+        return
+    alpha = np.asarray(alpha_quad_image())[..., 3].astype(np.float64)
+    np.testing.assert_array_equal(scene.alphas[m.alpha], np.rint(alpha * 204 / 255))  # factor 0.8 as stored, 204
+
+
+def test_gltf_mask_without_cut_texels_stays_opaque(tmp_path: Path) -> None:
+    material = PBRMaterial(name="solid", baseColorTexture=quadrant_image(), alphaMode="MASK", alphaCutoff=0.5)
+    untextured = PBRMaterial(name="glass", baseColorFactor=[0.5, 0.5, 0.5, 0.2], alphaMode="BLEND")
+    tm = trimesh.Scene()
+    tm.add_geometry(textured_quad(material), node_name="panel")
+    tm.add_geometry(trimesh.Trimesh(QUAD_VERTICES + 5, QUAD_FACES, process=False,
+                                    visual=trimesh.visual.TextureVisuals(material=untextured)), node_name="glass")
+    tm.export(tmp_path / "two.glb")
+
+    scene = load_mesh_file(str(tmp_path / "two.glb"))
+
+    by_name = {m.name: m for m in scene.materials}
+    assert by_name["solid"].alpha_mode == "opaque"
+    glass = by_name["glass"]  # factor alpha 0.2 < 0.5 everywhere: a constant, fully cut plane
+    assert glass.alpha_mode == "mask" and scene.alphas[glass.alpha].tolist() == [[51]]
+
+
+def test_obj_map_d_is_an_alpha_mask(tmp_path: Path) -> None:
+    quadrant_image().save(tmp_path / "tex.png")
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:, :2] = 255
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    (tmp_path / "m.mtl").write_text("newmtl leaves\nmap_Kd tex.png\nmap_d -clamp off mask.png\n")
+    (tmp_path / "quad.obj").write_text("mtllib m.mtl\nusemtl leaves\nv 0 0 0\nv 1 0 0\nv 1 1 0\n"
+                                       "vt 0 0\nvt 1 0\nvt 1 1\nf 1/1 2/2 3/3\n")
+
+    scene = load_mesh_file(str(tmp_path / "quad.obj"))
+
+    m = scene.materials[0]
+    assert (m.alpha_mode, m.alpha_cutoff) == ("mask", 0.5)
+    np.testing.assert_array_equal(scene.alphas[m.alpha], mask)  # grey level of a map without alpha

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from dataset.core.conventions import QUAKE_UNIT as INCH
+from dataset.core.conventions import look_at, perspective_directions
 from dataset.core.scene import SceneError
+from dataset.render.embedded import EmbeddedRenderer, RenderSettings
 from dataset.sources import load_scene, quake3
 from dataset.sources.quake3 import color_shift, find_openarena_maps, load_quake3, parse_shader_script
 
@@ -422,3 +424,83 @@ def test_real_openarena_maps(name):
     assert ((scene.spawn_points[:, :3] >= lo - 1e-3) & (scene.spawn_points[:, :3] <= hi + 1e-3)).all()
     assert np.isfinite(scene.uvs).all() and np.isfinite(scene.lightmap_uvs).all()
     assert (scene.face_lightmap >= 0).mean() > 0.5
+
+
+def test_shader_alpha_func_is_the_image_stages():
+    table = parse_shader_script("""
+    textures/a/grate { cull none { map textures/a/grate.tga blendFunc gl_one gl_zero alphaFunc GT0 depthWrite }
+                       { map $lightmap blendFunc GL_DST_COLOR GL_ZERO } }
+    textures/a/fence { { map $lightmap alphaFunc GE128 } { map textures/a/fence.tga alphafunc ge128 } }
+    textures/a/inverted { { map textures/a/x.tga alphaFunc LT128 } }
+    textures/a/later { { map textures/a/base.tga } { map textures/a/detail.tga alphaFunc GE128 } }
+    textures/a/env { { map textures/a/chrome.tga tcGen environment alphaFunc GT0 } }
+    textures/a/odd { { map textures/a/odd.tga alphaFunc GE64 } }
+    textures/a/plain { { map textures/a/plain.tga } }
+    """)
+    funcs = {name.rsplit("/", 1)[1]: info.alpha_func for name, info in table.items()}
+    assert funcs == {"grate": "GT0", "fence": "GE128", "inverted": "LT128", "later": None, "env": "GT0",
+                     "odd": None, "plain": None}
+    assert not table["textures/a/grate"].blended and table["textures/a/grate"].image == "textures/a/grate.tga"
+
+
+ALPHA_SHADERS = """
+textures/mpalpha/grate_ge { { map textures/mpalpha/grate.tga alphaFunc GE128 depthWrite } { map $lightmap } }
+textures/mpalpha/grate_lt { { map textures/mpalpha/grate.tga alphaFunc LT128 } }
+textures/mpalpha/grate_gt { { map textures/mpalpha/grate.tga alphaFunc GT0 } }
+textures/mpalpha/solid_jpg { { map textures/mpalpha/solid.jpg alphaFunc GT0 } }
+textures/mpalpha/plain { { map textures/mpalpha/grate.tga } }
+"""
+
+
+def test_alpha_tested_shaders_become_masked_materials(tmp_path, no_installed_data):
+    b = BspBuilder()
+    for k, name in enumerate(("grate_ge", "grate_lt", "grate_gt", "solid_jpg", "plain")):
+        b.polygon(b.texture(f"textures/mpalpha/{name}"), [(0, 64 * k, 0), (64, 64 * k, 0), (64, 64 * k + 64, 0),
+                                                        (0, 64 * k + 64, 0)], (0, 0, 1))
+    alpha = np.array([[0, 64, 127, 128], [255, 200, 1, 0]], np.uint8)
+    rgba = np.dstack([np.full((2, 4, 3), 90, np.uint8), alpha])
+    pk3 = tmp_path / "mpalpha.pk3"
+    with zipfile.ZipFile(pk3, "w") as zf:
+        zf.writestr("maps/mpalpha.bsp", b.build())
+        zf.writestr("textures/mpalpha/grate.tga", image_bytes(Image.fromarray(rgba, "RGBA"), "TGA"))
+        zf.writestr("textures/mpalpha/solid.jpg", image_bytes(Image.new("RGB", (4, 4), (9, 9, 9)), "JPEG"))
+        zf.writestr("scripts/mpalpha.shader", ALPHA_SHADERS)
+
+    scene = load_quake3(f"{pk3}:mpalpha")
+
+    mats = {m.name.rsplit("/", 1)[1]: m for m in scene.materials}
+    assert {k: (m.alpha_mode, m.alpha_cutoff, m.alpha_invert) for k, m in mats.items()} == {
+        "grate_ge": ("mask", 0.5, False), "grate_lt": ("mask", 0.5, True), "grate_gt": ("mask", 0.5 / 255, False),
+        "solid_jpg": ("opaque", 0.5, False), "plain": ("opaque", 0.5, False)}
+    assert len(scene.alphas) == 1 and mats["grate_ge"].alpha == mats["grate_lt"].alpha == mats["grate_gt"].alpha == 0
+    np.testing.assert_array_equal(scene.alphas[0], alpha)  # the TGA's alpha as stored, the texture stays RGB
+    assert scene.textures[mats["plain"].texture].shape == (2, 4, 3) and mats["plain"].alpha == -1
+    assert scene.provenance["shaders_alpha_tested"] == 3
+
+
+@pytest.mark.openarena
+def test_openarena_grates_are_see_through():
+    """oa_dm6's floor grates (proto_grate, alphaFunc GT0): from above, a good share of the pixels whose first
+    solid surface is a grate see the floor below it (the ray caster, as collisions do, still meets the grate)."""
+    if "oa_dm6" not in dict(find_openarena_maps()):
+        pytest.skip("OpenArena map oa_dm6 not installed (apt-get install openarena-data)")
+    scene = load_quake3("openarena:oa_dm6")
+    grate = next(i for i, m in enumerate(scene.materials) if m.name == "textures/base_floor/proto_grate")
+    assert scene.materials[grate].alpha_mode == "mask"
+    faces = np.flatnonzero(scene.face_material == grate)
+    tri = scene.vertices[scene.faces[faces]].astype(np.float64)
+    largest = int(np.argmax(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)))
+    centre = tri[largest].mean(0)
+    pose = look_at(centre + (0.6, 0.3, 1.6), centre)
+    w, h = 160, 120
+    with EmbeddedRenderer(scene, RenderSettings(auto_gain=False)) as r:
+        frames = r.render_perspective(pose, w, h, 90.0)
+        dirs = np.ascontiguousarray(perspective_directions(w, h, 90.0).reshape(-1, 3) @ pose[:3, :3].T.astype(
+            np.float32))
+        solid = r.caster.cast(np.tile(pose[:3, 3].astype(np.float32), (len(dirs), 1)), dirs)
+    on_grate = np.isin(solid.prim, faces)
+    through = frames.depth[0].reshape(-1)[on_grate] > solid.t[on_grate] + 0.01
+    print(f"oa_dm6 grate: {on_grate.mean():.0%} of the view, {through.mean():.0%} of it seen through")
+    assert on_grate.mean() > 0.3
+    assert 0.1 < through.mean() < 0.6  # proto_grate.tga is 28 % transparent texels
+    assert (frames.instance[0].reshape(-1)[on_grate][through] >= 0).all()  # something solid lies below
