@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from annotation.captioner import VideoLlama3Captioner
+from annotation.captioner import VideoLlama3Captioner, check_weights
 from annotation.filters import clip_scores, verdict
 from dataset.core.jobspec import AnnotateSpec, AnnotationSpec, CaptionerSpec, JobError
 from dataset.runtime.pool import READY, ActorPool
@@ -128,6 +128,8 @@ def run_annotate(src: str | Path, out: str | Path, spec: AnnotateSpec, ray_addre
                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Annotate every committed shard of ``src`` into ``out`` (resumable); returns the counts."""
     src, out = Path(src), Path(out)
+    if spec.captioner is not None:
+        check_weights(spec.captioner)  # here, not inside a Ray actor after start-up
     with output_lock(out, "annotate", error=AnnotateError):
         return _annotate(src, out, spec, ray_address, workers, overwrite, progress)
 

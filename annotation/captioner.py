@@ -14,6 +14,7 @@ import re
 import string
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -145,6 +146,28 @@ def model_frames(frames: np.ndarray, fps: float, spec: CaptionerSpec) -> tuple[n
             f = cv2.resize(f, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         out.append(f)
     return np.stack(out), idx / fps
+
+
+def check_weights(spec: CaptionerSpec) -> None:
+    """Before any work starts: ``FileNotFoundError`` naming the fix when ``spec.model`` is neither a checkpoint
+    folder (with its ``config.json``) nor, unless downloads are allowed, a hub id in the local Hugging Face cache."""
+    path = Path(spec.model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"captioner model {spec.model} has no config.json: give a VideoLLaMA3 checkpoint "
+                                    "folder (e.g. a download of DAMO-NLP-SG/VideoLLaMA3-2B)")
+        return
+    if spec.allow_download:
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = None
+    if spec.model.count("/") == 1 and not spec.model.startswith((".", "/", "~")):
+        cached = try_to_load_from_cache(spec.model, "config.json")
+    if not isinstance(cached, str):
+        raise FileNotFoundError(f"captioner model {spec.model!r} is not here: no such folder, and not in the local "
+                                "Hugging Face cache (nothing is downloaded unless captioner.allow_download is true): "
+                                "give the folder of a VideoLLaMA3 checkpoint")
 
 
 class VideoLlama3Captioner:

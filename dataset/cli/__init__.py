@@ -21,11 +21,30 @@ SUBCOMMANDS = (scenes.add_render, scenes.add_sample, datasets.add_build, dataset
 """Each subcommand's parser registration, in the order ``matrix-pano --help`` lists them."""
 
 
+DESCRIPTION = ("Matrix-Pano: a synthetic panoramic-video dataset factory (scenes -> walkable camera paths -> 360° "
+               "clips with depth, poses and captions in Parquet shards) and the models they train. One subcommand "
+               "per job; 'matrix-pano COMMAND --help' for its options.")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("matrix-pano")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matrix-pano", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="matrix-pano", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"matrix-pano {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in SUBCOMMANDS:
         add_parser(sub)
+    for action in sub._choices_actions:  # a subcommand's --help opens with its one-line help unless it has more
+        command = sub.choices[action.dest]
+        if command.description is None:
+            command.description = action.help[:1].upper() + action.help[1:] + "."
     return parser
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -29,6 +30,18 @@ MAX_PORT = 65_535
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def output_folder(path: str, flag: str = "--out") -> Path:
+    """``path`` as the output folder of a command, checked before any work starts: ``CliError`` when it is an
+    existing file (or lies under one)."""
+    out = Path(path)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CliError(f"{flag} {path}: {p} is an existing file, not a folder: give a folder path")
+            break
+    return out
 
 
 def field_default(model: type[BaseModel], name: str):

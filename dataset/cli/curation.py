@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataset.cli.common import MAX_PORT, add_job_options, number_flag
+from dataset.cli.common import MAX_PORT, add_job_options, number_flag, output_folder
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
     from annotation.annotate import run_annotate
     from dataset.core.jobspec import AnnotateSpec, load_yaml_spec, parse_spec
 
+    output_folder(args.out)
     spec = load_yaml_spec(args.config, AnnotateSpec, "annotate spec") if args.config else AnnotateSpec()
     if args.model:
         captioner = {**(spec.captioner.model_dump() if spec.captioner else {}), "model": args.model}
@@ -38,6 +39,7 @@ def cmd_review(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from annotation.export import run_export
 
+    output_folder(args.out)
     counts = run_export(args.dir, args.out, args.status, args.overwrite)
     print(f"exported {counts['clips_out']} of {counts['clips_in']} clips ({args.status}) into {args.out} "
           f"({counts['shards']} shards)", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from dataset.cli.common import CliError, field_default, number_flag, spec_flag
+from dataset.cli.common import CliError, field_default, number_flag, output_folder, spec_flag
 from dataset.core.jobspec import JobSpec, LimitsSpec
 from inference.guidance import DEFAULT_THRESHOLD
 
@@ -14,6 +14,7 @@ from inference.guidance import DEFAULT_THRESHOLD
 def cmd_guidance(args: argparse.Namespace) -> None:
     from inference.guidance import PRESETS, inputs_from_clip, inputs_from_files, run_guidance
 
+    output_folder(args.out)
     if args.from_clip:
         inputs = inputs_from_clip(*args.from_clip)
     elif args.panorama and args.depth:

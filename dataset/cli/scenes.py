@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.cli.common import CliError, field_choices, field_default, field_int_range, number_flag, spec_flag
+from dataset.cli.common import (
+    CliError,
+    field_choices,
+    field_default,
+    field_int_range,
+    number_flag,
+    output_folder,
+    spec_flag,
+)
 from dataset.core.jobspec import EmbeddedRendererSpec, JobSpec, LimitsSpec, SamplingSpec, parse_spec
 from dataset.core.scene import default_pose
 
@@ -52,9 +60,9 @@ def cmd_render(args: argparse.Namespace) -> None:
         raise CliError("give either --c2w or --trajectory, not both")
     poses = read_trajectory_file(args.trajectory).c2w if args.trajectory else None
     single = _parse_c2w(args.c2w) if args.c2w else None
+    out = output_folder(args.out)
     scene = load_scene(args.scene)
     print(scene.summary(), file=sys.stderr)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     renderer = make_renderer(spec, scene)
     try:
@@ -79,13 +87,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from sampling.paths import PathConfig
     from sampling.plot import plot_sampling
     from sampling.sampler import SamplingConfig, sample_trajectories
+    from sampling.walkable import WalkableConfig
 
-    config = SamplingConfig(path=PathConfig(frames=args.frames, step=args.step, fps=args.fps, heading=args.heading))
+    out = output_folder(args.out)
+    config = SamplingConfig(walkable=WalkableConfig(regions=args.regions),
+                            path=PathConfig(frames=args.frames, step=args.step, fps=args.fps, heading=args.heading))
     scene = load_scene(args.scene)
     print(scene.summary(), file=sys.stderr)
     start = time.perf_counter()
     result = sample_trajectories(scene, args.count, seed=args.seed, config=config)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "trajectories.json").write_text(json.dumps(result.to_json(args.scene, args.seed, config)))
     plot_sampling(result, out / "plot.png", title=f"{args.scene}: {len(result.trajectories)} paths, "
@@ -119,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if len(sources) == 2:
         print("no OpenArena maps found (apt-get install openarena-data): rendering procedural scenes only",
               file=sys.stderr)
-    out = Path(args.out)
+    out = output_folder(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for source in sources:
         scene = load_scene(source)
@@ -170,17 +180,28 @@ def add_sample(sub) -> None:
     p.add_argument("--heading", default=heading, choices=field_choices(SamplingSpec, "heading"),
                    help=f"heading policy (default {heading})")
     p.add_argument("--seed", type=spec_flag(JobSpec, "seed"), default=seed, help=f"random seed (default {seed})")
+    p.add_argument("--regions", default=field_default(SamplingSpec, "regions"),
+                   choices=field_choices(SamplingSpec, "regions"),
+                   help="walk the ground-connected floor only (ground, the default) or every region (all: roofs, "
+                        "ledges)")
     p.add_argument("--out", required=True, help="output directory: trajectories.json and plot.png")
     p.set_defaults(func=cmd_sample)
 
 
 def add_scenes(sub) -> None:
-    p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found")
+    p = sub.add_parser("scenes", help="list the built-in scene generators and the OpenArena maps found",
+                       description="List the scene strings this machine can load: the procedural generators and "
+                                   "the OpenArena maps found (apt-get install openarena-data); any glTF/OBJ/PLY "
+                                   "file path is a scene too.")
     p.set_defaults(func=cmd_scenes)
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="render panoramas of procedural scenes and an OpenArena level")
-    p.add_argument("--out", default="demo", help="output directory (default ./demo)")
+    p = sub.add_parser("demo", help="render panoramas of procedural scenes and an OpenArena level",
+                       description="Render one panorama (RGB PNG + range depth NPY) of each procedural generator "
+                                   "and of an OpenArena level when one is installed: a quick look at what the "
+                                   "embedded renderer makes, no dataset built.")
+    p.add_argument("--out", default="demo-renders", help="output directory (default ./demo-renders; ./demo is the "
+                                                         "dataset the README's first command builds)")
     p.add_argument("--width", type=WIDTH_FLAG, default=WIDTH, help=f"panorama width (default {WIDTH})")
     p.set_defaults(func=cmd_demo)

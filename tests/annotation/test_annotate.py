@@ -78,6 +78,13 @@ def test_annotate_cli_errors(mixed, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert "no committed shards" in err[0] and "must be outside" in err[1]
     assert "captioner.modle: unknown key; allowed keys: model," in err[2]
+    (tmp_path / "empty").mkdir()
+    for model, message in ((tmp_path / "absent", "is not here"), ("someone/NoSuchModel-2B", "is not here"),
+                           (tmp_path / "empty", "has no config.json")):
+        assert main(["annotate", str(src), "--out", str(tmp_path / "o2"), "--model", str(model)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and "\x1b" not in err  # before Ray starts: one plain line
+        assert not (tmp_path / "o2").exists()
 
 
 def test_annotate_with_a_captioning_model_on_ray_actors(small_dataset, tmp_path, local_ray):

@@ -78,14 +78,49 @@ def test_scenes_lists_generators():
     assert "procedural:indoor:0" in names and "procedural:outdoor:0" in names
 
 
-def test_help_lists_every_subcommand(capsys):
+def test_help_lists_every_subcommand_with_a_description(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    listed = capsys.readouterr().out.split("{", 1)[1].split("}", 1)[0].split(",")
-    assert listed == ["render", "sample", "build", "verify", "stats", "annotate", "review", "export", "unreal",
-                      "guidance", "generate", "cache-latents", "train-video", "train-lrm", "eval-video", "reconstruct",
-                      "eval-recon", "view", "scenes", "demo"]
+    text = capsys.readouterr().out
+    assert "``" not in text and "Matrix-Pano" in text  # plain text, not reStructuredText
+    listed = [line.split()[0] for line in text.split("COMMAND\n", 2)[2].splitlines() if line.startswith("    ")
+              and not line.startswith("     ")]
+    names = ["render", "sample", "build", "verify", "stats", "annotate", "review", "export", "unreal", "guidance",
+             "generate", "cache-latents", "train-video", "train-lrm", "eval-video", "reconstruct", "eval-recon",
+             "view", "scenes", "demo"]
+    assert listed == names
+    for name in names:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        usage, description = capsys.readouterr().out.split("\n\n", 2)[:2]
+        assert usage.startswith(f"usage: matrix-pano {name}") and len(description) > 20, name
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"matrix-pano {version('matrix-pano')}"
+
+
+@pytest.mark.parametrize("args", [["render", "procedural:room:4x4x3"], ["sample", "procedural:room:4x4x3"],
+                                  ["guidance", "--panorama", "p.png", "--depth", "d.npy"], ["export", "."],
+                                  ["annotate", "."]])
+def test_an_existing_file_as_out_is_one_line_before_any_work(tmp_path, capsys, args):
+    (tmp_path / "taken").write_text("mine")
+    assert main([*args, "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an existing file, not a folder" in err
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text("scenes: [procedural:room:4x4x3\nframes_per_clip: 9\n")
+    assert main(["build", str(tmp_path / "job.yaml"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'job.yaml'}:2:" in err and "<unicode string>" not in err and err.count("\n") == 1
 
 
 def test_flag_defaults_are_the_job_spec_defaults():
