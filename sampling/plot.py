@@ -1,6 +1,7 @@
 """Top-down pictures of a sampling result: one panel per floor level, with the walkable floor (green),
 the excluded regions that get no paths (grey: roofs, wall tops, ledges nothing walkable reaches), the
-route graph, accepted paths in colour and discarded paths dashed red."""
+route graph, accepted paths in colour and discarded paths dashed red; and a dataset's clips drawn the same way
+over their scene's floor (``plot_clip_paths``, for ``matrix-pano stats``)."""
 
 from __future__ import annotations
 
@@ -95,3 +96,54 @@ def _plot_on_level(ax, points: np.ndarray, level_of, k: int, style: dict) -> Non
         if on[run[0]]:
             seg = points[max(run[0] - 1, 0) : run[-1] + 2]  # join up with the neighbouring level's part
             ax.plot(seg[:, 0], seg[:, 1], **style)
+
+
+def plot_clip_paths(scene: str, trajs: list[tuple[str, np.ndarray]], spec: dict, target: str | Path) -> None:
+    """A dataset's clips of one scene (id, c2w) drawn over the scene's walkable floor as the build's sampling
+    settings (``spec``: the job spec as recorded in the manifest) find it (``matrix-pano stats``), or on their
+    own when the scene does not load here."""
+    from sampling.graph import RouteGraph
+    from sampling.sampler import SamplingResult, Trajectory
+    from sampling.walkable import WalkableConfig, extract_walkable
+
+    sampling = spec.get("sampling", {})
+    eye = float(sampling.get("eye_height", 1.6))
+    title = f"{scene}: {len(trajs)} clips (dots: starts, arrows: ends)"
+    try:
+        from dataset.sources import load_scene
+
+        walk = extract_walkable(load_scene(scene), WalkableConfig(
+            **{k: sampling[k] for k in ("camera_radius", "regions") if k in sampling}))
+    except Exception:  # a scene that does not load here (moved file, other machine): the bare paths
+        walk = None
+    if walk is None:
+        _plot_bare(trajs, title, target)
+        return
+    paths = []
+    for clip_id, c2w in trajs:
+        floor = c2w[:, :3, 3] - [0.0, 0.0, eye]
+        z, _ = walk.floor_at(floor)
+        floor[:, 2] = np.where(np.isfinite(z), z, floor[:, 2])
+        steps = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+        paths.append(Trajectory(clip_id, c2w, floor, float(steps)))
+    empty = RouteGraph(np.zeros((0, 3)), np.zeros(0, np.int32), np.zeros((0, 2), np.int64), np.zeros(0))
+    plot_sampling(SamplingResult(scene, walk, empty, paths, [], []), target, title=title)
+
+
+def _plot_bare(trajs: list[tuple[str, np.ndarray]], title: str, target: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for _, c2w in trajs:
+        p = c2w[:, :3, 3]
+        (line,) = ax.plot(p[:, 0], p[:, 1], "-")
+        ax.plot(p[0, 0], p[0, 1], "o", markersize=4, color=line.get_color())
+    ax.set_aspect("equal")
+    ax.set_title(title + " (scene not loadable here: no floor)")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    fig.savefig(target, dpi=90)
+    plt.close(fig)

@@ -38,6 +38,15 @@ def small_dataset(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Starting Ray is a test failure: the problem must be found before (a build refuses bad input at once)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr("dataset.jobs.build.init_ray", refuse)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local 2-CPU Ray for the tests of one module (an already running one is used as is)."""

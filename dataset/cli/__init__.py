@@ -12,8 +12,8 @@ from dataset.core.scene import SceneError
 
 __all__ = ["CliError", "build_parser", "main"]
 
-SUBCOMMANDS = (scenes.add_render, scenes.add_sample, datasets.add_build, datasets.add_verify, datasets.add_stats,
-               curation.add_annotate, curation.add_review, curation.add_export, unreal.add_unreal,
+SUBCOMMANDS = (scenes.add_render, scenes.add_sample, datasets.add_build, datasets.add_plan, datasets.add_verify,
+               datasets.add_stats, curation.add_annotate, curation.add_review, curation.add_export, unreal.add_unreal,
                guidance.add_guidance, generate.add_generate,
                cache.add_cache_latents, train.add_train_video, train.add_train_lrm, video.add_eval_video,
                reconstruct.add_reconstruct, reconstruct.add_eval_recon, view.add_view, scenes.add_scenes,

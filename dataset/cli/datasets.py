@@ -1,4 +1,4 @@
-"""Dataset subcommands: ``build``, ``verify`` and ``stats``."""
+"""Dataset subcommands: ``build``, ``plan``, ``verify`` and ``stats``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from dataset.cli.common import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CliError, add_job_options
+from dataset.cli.common import (
+    EXIT_NOTHING_DONE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    MAX_WORKERS,
+    CliError,
+    add_job_options,
+    number_flag,
+)
 
 BUILD_EXIT_STATUSES = f"""exit status:
   {EXIT_OK}  every planned clip is committed and no scene failed (also a rerun of a finished build)
@@ -24,7 +33,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     spec = load_job_spec(args.config)
     counts = run_build(spec, args.out, ray_address=args.ray_address, workers=args.workers, overwrite=args.overwrite,
-                       checksums=args.checksums)
+                       checksums=args.checksums, limit=args.limit)
     print(f"built {args.out}: {counts['clips_committed']} clips committed ({counts['accepted']} accepted, "
           f"{counts['rejected']} rejected) in {counts['shards']} shards, {counts['clips_failed']} clips and "
           f"{counts['scenes_failed']} scenes failed (see failures.parquet), {counts['quarantined']} damaged shards "
@@ -32,11 +41,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     return build_status(counts, Path(args.out))
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    from dataset.core.jobspec import load_job_spec
+    from dataset.jobs.plan import format_plan, plan_job
+
+    plan = plan_job(load_job_spec(args.config), calibrate=not args.no_calibration, workers=args.workers)
+    print(json.dumps(plan.to_json(), indent=1) if args.json else format_plan(plan))
+
+
 def build_status(counts: dict, out: Path) -> int:
     """The exit status of a finished build (see ``BUILD_EXIT_STATUSES``); prints a one-line summary of what
     failed on stderr unless everything was built."""
     committed, planned = counts["clips_committed"], counts["clips_planned"]
-    if committed and committed == planned and not counts["clips_failed"] and not counts["scenes_failed"]:
+    # committed counts every clip in the folder: more than planned after a --limit run over a bigger build
+    if committed and committed >= planned and not counts["clips_failed"] and not counts["scenes_failed"]:
         return EXIT_OK
     scenes, clips, first = _failures(out)
     failed = f"{clips} clips and {scenes} of {counts['scenes']} scenes failed"
@@ -79,11 +97,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 def cmd_stats(args: argparse.Namespace) -> None:
     from dataset.store.stats import dataset_stats, write_previews
+    from sampling.plot import plot_clip_paths
 
     stats = dataset_stats(args.dir)
     print(json.dumps(stats, indent=1))
     if not args.no_previews:
-        for path in write_previews(args.dir):
+        for path in write_previews(args.dir, plot_paths=plot_clip_paths):
             print(f"wrote {path}", file=sys.stderr)
 
 
@@ -96,7 +115,22 @@ def add_build(sub) -> None:
     p.add_argument("--checksums", action="store_true",
                    help="on resume, check every committed shard's SHA-256, not only its size (reads them all); "
                         "damaged shards are moved to OUT/quarantine/ and their clips rendered again")
+    p.add_argument("--limit", type=number_flag(int, ge=1), metavar="N",
+                   help="build only the first N clips of the plan (scenes in spec order); a rerun without it "
+                        "builds the rest into the same --out (`matrix-pano plan` shows the plan)")
     p.set_defaults(func=cmd_build)
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="show what a build would make (scenes, clips, frames) and estimate its bytes "
+                                    "and time from a short calibration render; no Ray, writes nothing")
+    p.add_argument("config", help="job spec YAML, as for build")
+    p.add_argument("--workers", type=number_flag(int, ge=1, le=MAX_WORKERS),
+                   help="render workers the time estimate assumes (default: this machine's CPUs)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="only plan (counts and planning time): no render, no byte or time estimate")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
 
 
 def add_verify(sub) -> None:

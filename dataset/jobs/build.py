@@ -16,6 +16,16 @@ clip of that worker that no marker names. A rerun of the same spec over the same
 damaged and duplicate shards into ``quarantine/`` (size checks; checksums too with ``checksums``), then
 skips committed clips (and whole scenes whose plan shows them all committed) and does the rest. The
 driver holds ``.lock`` in the folder, so a second build on it stops at once.
+
+Before Ray starts: the output folder is prepared (a file in the way, a different job spec, an unwritable disk
+are refused at once), a launch-mode game binary must exist, and every scene string is checked cheaply
+(``plan.scene_problem``); a scene that fails the check is recorded in ``failures.parquet`` like one that fails
+to load. Ray is started only when there is work: a finished build's rerun, or one whose every scene fails the
+check, ends without it.
+
+``limit`` builds only the first N clips in plan order (scenes in spec order, each scene's trajectories in plan
+order) and plans only the scenes it needs; it changes no clip id and no config hash, so a rerun without it
+builds the rest into the same folder.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import pyarrow as pa
 
 from dataset.core.ids import plan_id
 from dataset.core.jobspec import JobError, JobSpec
+from dataset.jobs.plan import scene_problem
 from dataset.jobs.tasks import FlushTask, PlanFailure, PlannedClip, PlanTask, RenderResult, RenderTask, ScenePlan
 from dataset.jobs.worker import ShardCounter, Worker
 from dataset.runtime.failures import scene_failure, write_failures
@@ -77,8 +88,10 @@ def _plan_path(out: Path, source: str) -> Path:
 
 
 def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None, workers: int | None = None,
-              overwrite: bool = False, progress: bool = True, checksums: bool = False) -> dict:
-    """Build (or resume) the dataset; returns the manifest's counts.
+              overwrite: bool = False, progress: bool = True, checksums: bool = False,
+              limit: int | None = None) -> dict:
+    """Build (or resume) the dataset, or with ``limit`` only its first ``limit`` planned clips; returns the
+    manifest's counts (``clips_planned`` counts the clips of this run: at most ``limit``).
 
     A write failure (disk full, permissions) stops the build with a BuildError; shards committed
     before it stay valid, and a rerun continues from them. ``checksums`` makes the resume check every
@@ -87,17 +100,28 @@ def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None
     out = Path(out_dir)
     if workers is not None and workers < 1:
         raise BuildError(f"--workers must be at least 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise BuildError(f"--limit must be at least 1, got {limit}")
+    _check_renderer(spec, local=ray_address is None)
     try:
         with output_lock(out, "build", error=BuildError):
-            ray = init_ray(ray_address, workers)
-            return _run_build(ray, spec, out, workers, overwrite, progress, checksums)
+            return _run_build(spec, out, ray_address, workers, overwrite, progress, checksums, limit)
     except OSError as exc:
         raise BuildError(f"cannot write to {out}: {exc.strerror or exc}; committed shards are intact: free space "
                          f"or fix permissions and rerun to continue") from None
 
 
-def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bool, progress: bool,
-               checksums: bool) -> dict:
+def _check_renderer(spec: JobSpec, local: bool) -> None:
+    """A launch-mode game binary that does not exist here is refused before Ray starts (on a cluster it may
+    exist only on the worker nodes, so it is not checked there)."""
+    binary = getattr(spec.renderer, "binary", None)
+    if local and binary and not Path(binary).expanduser().is_file():
+        raise BuildError(f"renderer.binary {binary} does not exist: give the path of the packaged game's "
+                         f"executable")
+
+
+def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int | None, overwrite: bool,
+               progress: bool, checksums: bool, limit: int | None) -> dict:
     prepare_output(out, "build", settings=("config_hash", spec.config_hash()), overwrite=overwrite,
                    outputs=("shards", "plans", "previews", QUARANTINE, "manifest.json", "failures.parquet"),
                    folders=("shards", "plans"), error=BuildError)
@@ -106,11 +130,16 @@ def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bo
         print(f"build: moved {len(quarantined)} damaged or duplicate shards into {out / QUARANTINE} (their clips "
               f"are rendered again): {'; '.join(quarantined)}", file=sys.stderr)
     removed = remove_debris(out)
-    driver = _Driver(ray, spec, out, workers or max(1, int(ray.cluster_resources().get("CPU", 1))), progress)
-    try:
-        driver.run()
-    finally:
-        driver.stop()
+    bad = {f"scene:{s}": scene_failure(s, e) for s in spec.scenes
+           if (e := scene_problem(s, files=ray_address is None)) is not None}
+    driver = _Driver(spec, out, progress, bad, limit)
+    if driver.queue:  # something to plan or render: only now is Ray worth its start-up
+        ray = init_ray(ray_address, workers)
+        driver.launch(ray, workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        try:
+            driver.run()
+        finally:
+            driver.stop()
     write_failures(out, driver.failures)
     remove_debris(out)
     shards = committed_shards(out)
@@ -121,7 +150,7 @@ def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bo
               "accepted": sum(m.get("accepted", 0) for _, m in shards),
               "rejected": sum(m.get("rejected", 0) for _, m in shards),
               "worker_restarts": driver.restarts, "endpoint_failures": driver.endpoint_failures,
-              "debris_removed": len(removed), "quarantined": len(quarantined),
+              "debris_removed": len(removed), "quarantined": len(quarantined), "limit": limit,
               "seconds": round(time.time() - driver.start, 1)}
     manifest = {"spec": spec.model_dump(mode="json"), "config_hash": spec.config_hash(),
                 "versions": _versions(), "counts": counts, "notes": driver.scene_notes}
@@ -135,21 +164,25 @@ def _run_build(ray, spec: JobSpec, out: Path, workers: int | None, overwrite: bo
 
 
 class _Driver:
-    """Dispatches plan, render and flush tasks to workers and tracks every clip until it is committed."""
+    """Dispatches plan, render and flush tasks to workers and tracks every clip until it is committed.
 
-    def __init__(self, ray, spec: JobSpec, out: Path, n_workers: int, progress: bool) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    Made without Ray (saved plans read, work queued), so the build can tell whether there is any work; ``launch``
+    then makes the shard counter and the workers."""
 
-        self.ray, self.spec, self.out = ray, spec, out
-        # The counter lives on the driver's node: if that node dies the build is gone anyway.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.counter = ray.remote(ShardCounter).options(num_cpus=0, scheduling_strategy=here).remote(
-            next_shard_number(out))
+    def __init__(self, spec: JobSpec, out: Path, progress: bool, failures: dict[str, dict],
+                 limit: int | None = None) -> None:
+        self.spec, self.out, self.progress, self.limit = spec, out, progress, limit
         self.committed = committed_clip_ids(out)
         self.states: dict[str, _ClipState] = {}
-        self.failures: dict[str, dict] = {}
+        self.failures: dict[str, dict] = dict(failures)
+        """Scenes that failed the check before Ray (``scene:SOURCE``), then every failure of this run."""
         self.scene_notes: dict[str, list[str]] = {}
         self.queue: deque = deque()
+        self.plans: dict[str, ScenePlan | None] = {k.removeprefix("scene:"): None for k in failures}
+        """Scene -> its plan, None for a scene that failed; scenes not planned yet are not in it."""
+        self.asked: set[str] = set()
+        """Scenes whose plan task was queued."""
+        self.done = 0
         self.pending: dict = {}  # worker -> clip ids rendered into its open shard, not yet committed
         self.loaded: dict = {}  # worker -> the scene it holds
         self.down: dict = {}  # worker -> time its endpoint stopped answering
@@ -157,12 +190,21 @@ class _Driver:
         self.endpoint_failures = 0
         self.last_error = ""
         self.start = time.time()
+        self.bar: Progress | None = None
         for source in spec.scenes:
-            plan = _read_plan(_plan_path(out, source), source)
-            if plan is not None:
-                self._enqueue(plan)
-            else:
-                self.queue.append(PlanTask(source))
+            if source not in self.plans and (plan := _read_plan(_plan_path(out, source), source)) is not None:
+                self.plans[source] = plan
+        self._release()
+
+    def launch(self, ray, n_workers: int) -> None:
+        """Make the shard counter and the workers (Ray is running)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray, spec, out = ray, self.spec, self.out
+        # The counter lives on the driver's node: if that node dies the build is gone anyway.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.counter = ray.remote(ShardCounter).options(num_cpus=0, scheduling_strategy=here).remote(
+            next_shard_number(out))
         r = spec.renderer
         endpoints = r.endpoints if r.kind == "unreal" else []
         options = {"num_cpus": 1, "max_restarts": 0}
@@ -177,13 +219,36 @@ class _Driver:
         self.pool = ActorPool(ray, Worker, options, (spec.model_dump_json(), str(out), self.counter))
         for i in range(len(endpoints) or n_workers):
             self.pending[self.pool.add(endpoints[i] if endpoints else None)] = set()
-        self.done = len([c for c in self.states if c in self.committed])
-        self.bar = Progress("build", "clip", self.total(), self.done, progress)
+        self.bar = Progress("build", "clip", self.total(), self.done, self.progress)
 
     def total(self) -> int:
-        """Planned clips plus the clips expected from scenes still being planned."""
-        unplanned = sum(isinstance(t, PlanTask) for t in [*self.queue, *self.pool.tasks()])
-        return len(self.states) + unplanned * self.spec.trajectories_per_scene
+        """Planned clips plus the clips expected from scenes still being planned (at most the limit)."""
+        unplanned = sum(s not in self.plans for s in self.asked)
+        total = len(self.states) + unplanned * self.spec.trajectories_per_scene
+        return total if self.limit is None else min(total, self.limit)
+
+    def _release(self) -> None:
+        """Queue the plan tasks and clips this run needs: every scene and clip, or with a limit the first
+        ``limit`` clips in plan order, planning scenes (in spec order) only while more clips are needed."""
+        position, known = 0, True  # clips before this scene; whether every scene before it is planned
+        for source in self.spec.scenes:
+            if self.limit is not None and position >= self.limit:
+                return
+            if source not in self.plans:
+                if source not in self.asked:
+                    self.asked.add(source)
+                    self.queue.append(PlanTask(source))
+                position += self.spec.trajectories_per_scene  # expected; the plan may have fewer
+                known = False
+                continue
+            plan = self.plans[source]
+            if plan is None:
+                continue
+            if self.limit is None:
+                self._enqueue(plan)
+            elif known:  # the clips' positions in plan order are known
+                self._enqueue(plan, self.limit - position)
+            position += len(plan.clips)
 
     def dispatch(self) -> None:
         """Give every idle worker a task, preferring clips of the scene it already holds; flush at the end."""
@@ -258,10 +323,12 @@ class _Driver:
     def planned(self, result: ScenePlan | PlanFailure) -> None:
         if isinstance(result, PlanFailure):
             self.failures[f"scene:{result.scene}"] = scene_failure(result.scene, result.error)
+            self.plans[result.scene] = None
         else:
             write_atomic(_plan_path(self.out, result.scene), json.dumps(result.to_json()).encode())
             self.scene_notes[result.scene] = result.notes
-            self._enqueue(result)
+            self.plans[result.scene] = result
+        self._release()
         self.bar.update_to(self.done, len(self.failures), self.total())
 
     def rendered(self, w, task: RenderTask, result: RenderResult) -> None:
@@ -330,12 +397,17 @@ class _Driver:
         self.pool.kill_all()
         self.ray.kill(self.counter)
 
-    def _enqueue(self, plan: ScenePlan) -> None:
-        """Register a scene's clips and queue the uncommitted ones in small render tasks."""
+    def _enqueue(self, plan: ScenePlan, most: int | None = None) -> None:
+        """Register a scene's clips (its first ``most``) not registered yet and queue the uncommitted ones in
+        small render tasks."""
         todo = []
-        for clip in plan.clips:
+        for clip in plan.clips[:most]:
+            if clip.clip_id in self.states:
+                continue
             self.states[clip.clip_id] = _ClipState(plan.scene, plan.scene_id, clip)
-            if clip.clip_id not in self.committed:
+            if clip.clip_id in self.committed:
+                self.done += 1
+            else:
                 todo.append(clip.clip_id)
         for i in range(0, len(todo), CLIPS_PER_TASK):
             self.queue.append(RenderTask(plan.scene, plan.scene_id, tuple(todo[i : i + CLIPS_PER_TASK])))

@@ -180,3 +180,19 @@ def test_port_in_use_is_a_one_line_error(folder, start):
     port = start()
     with pytest.raises(ValueError, match=f"cannot serve on 127.0.0.1:{port}: .*--port"):
         serve(folder, port=port)
+
+
+def test_a_browser_cancelling_its_requests_prints_nothing(start, capfd):
+    import socket
+    import struct
+
+    port = start()
+    for _ in range(10):  # a browser scrolling past thumbnails: the request sent, the connection reset at once
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        s.close()
+    status, _ = send(port, "GET", "/api/clips", {"Host": f"127.0.0.1:{port}"})
+    assert status == 200  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err

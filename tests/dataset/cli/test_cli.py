@@ -86,9 +86,9 @@ def test_help_lists_every_subcommand_with_a_description(capsys):
     assert "``" not in text and "Matrix-Pano" in text  # plain text, not reStructuredText
     listed = [line.split()[0] for line in text.split("COMMAND\n", 2)[2].splitlines() if line.startswith("    ")
               and not line.startswith("     ")]
-    names = ["render", "sample", "build", "verify", "stats", "annotate", "review", "export", "unreal", "guidance",
-             "generate", "cache-latents", "train-video", "train-lrm", "eval-video", "reconstruct", "eval-recon",
-             "view", "scenes", "demo"]
+    names = ["render", "sample", "build", "plan", "verify", "stats", "annotate", "review", "export", "unreal",
+             "guidance", "generate", "cache-latents", "train-video", "train-lrm", "eval-video", "reconstruct",
+             "eval-recon", "view", "scenes", "demo"]
     assert listed == names
     for name in names:
         with pytest.raises(SystemExit):

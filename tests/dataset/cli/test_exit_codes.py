@@ -78,15 +78,6 @@ def test_build_status_of_a_scene_that_yields_no_clip_is_3(tmp_path, capsys):
     assert "(first: scene x.glb: SceneError: x.glb does not exist)" in capsys.readouterr().err
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Starting Ray is a test failure: spec errors must be found before."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("Ray was started for a spec that is not valid")
-
-    monkeypatch.setattr("dataset.jobs.build.init_ray", refuse)
-
-
 @pytest.mark.parametrize("keys, message", [
     ({"fps": ".inf"}, "fps: Input should be a finite number"),
     ({"fps": ".nan"}, "fps: Input should be a finite number"),

@@ -77,6 +77,10 @@ def test_verify_and_stats_cli_on_a_good_dataset(dataset_copy, capsys):
     assert stats["clips"] == 4 and stats["by_scene"] == {"procedural:indoor:1": 2, "procedural:room:6x8x3": 2}
     assert (dataset_copy / "previews" / "first_frames.png").exists()
     assert len(list((dataset_copy / "previews").glob("trajectories_*.png"))) == 2
+    from PIL import Image
+
+    with Image.open(dataset_copy / "previews" / "clips.webp") as motion:  # the 4 clips playing side by side
+        assert motion.is_animated and motion.n_frames > 1 and motion.size == (4 * 256, 128)
 
 
 def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
