@@ -20,10 +20,12 @@ from dataset.cli.common import (
 
 BUILD_EXIT_STATUSES = f"""exit status:
   {EXIT_OK}  every planned clip is committed and no scene failed (also a rerun of a finished build)
-  {EXIT_PARTIAL}  partial: some clips are committed, other clips or scenes failed (see OUT/failures.parquet)
+  {EXIT_PARTIAL}  partial: some clips are committed, other clips or scenes failed (see OUT/failures.parquet),
+     or more than --max-failures failed and the build stopped early
   {EXIT_USAGE}  error: bad input (flags, job spec, output folder, cluster address), or the build had to stop
      (disk full, workers cannot start); one line on stderr says what to do
-  {EXIT_NOTHING_DONE}  nothing was built: no clip is committed (every clip or every scene failed)"""
+  {EXIT_NOTHING_DONE}  nothing was built: no clip is committed (every clip or every scene failed, or the build
+     stopped at --max-failures before committing one)"""
 """The ``build`` help epilog; the README's CLI section has the same table."""
 
 
@@ -33,10 +35,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     spec = load_job_spec(args.config)
     counts = run_build(spec, args.out, ray_address=args.ray_address, workers=args.workers, overwrite=args.overwrite,
-                       checksums=args.checksums, limit=args.limit)
+                       checksums=args.checksums, limit=args.limit, max_failures=args.max_failures)
+    see = " (see failures.parquet)" if (Path(args.out) / "failures.parquet").exists() else ""
     print(f"built {args.out}: {counts['clips_committed']} clips committed ({counts['accepted']} accepted, "
           f"{counts['rejected']} rejected) in {counts['shards']} shards, {counts['clips_failed']} clips and "
-          f"{counts['scenes_failed']} scenes failed (see failures.parquet), {counts['quarantined']} damaged shards "
+          f"{counts['scenes_failed']} scenes failed{see}, {counts['quarantined']} damaged shards "
           f"quarantined, {counts['seconds']} s", file=sys.stderr)
     return build_status(counts, Path(args.out))
 
@@ -51,21 +54,29 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 def build_status(counts: dict, out: Path) -> int:
     """The exit status of a finished build (see ``BUILD_EXIT_STATUSES``); prints a one-line summary of what
-    failed on stderr unless everything was built."""
+    failed on stderr unless everything was built (naming ``failures.parquet`` only when it exists)."""
     committed, planned = counts["clips_committed"], counts["clips_planned"]
+    stopped = counts.get("stopped", False)
     # committed counts every clip in the folder: more than planned after a --limit run over a bigger build
-    if committed and committed >= planned and not counts["clips_failed"] and not counts["scenes_failed"]:
+    if (committed and committed >= planned and not counts["clips_failed"] and not counts["scenes_failed"]
+            and not stopped):
         return EXIT_OK
     scenes, clips, first = _failures(out)
     failed = f"{clips} clips and {scenes} of {counts['scenes']} scenes failed"
     first = f" (first: {first})" if first else ""
+    path = out / "failures.parquet"
+    see = f"; see {path}" if path.exists() else ""
+    if stopped:
+        print(f"matrix-pano build: stopped: more than --max-failures {counts['max_failures']} failed: {failed}"
+              f"{first}; {committed} of {planned} planned clips committed{see}; fix the cause and rerun to continue",
+              file=sys.stderr)
+        return EXIT_PARTIAL if committed else EXIT_NOTHING_DONE
     if not committed:
         what = failed if scenes or clips else "no scene yielded a clip"
-        print(f"matrix-pano build: nothing was built: {what}{first}; see {out / 'failures.parquet'}",
-              file=sys.stderr)
+        print(f"matrix-pano build: nothing was built: {what}{first}{see}", file=sys.stderr)
         return EXIT_NOTHING_DONE
-    print(f"matrix-pano build: partial: {committed} of {planned} planned clips committed, {failed}{first}; "
-          f"see {out / 'failures.parquet'}", file=sys.stderr)
+    print(f"matrix-pano build: partial: {committed} of {planned} planned clips committed, {failed}{first}{see}",
+          file=sys.stderr)
     return EXIT_PARTIAL
 
 
@@ -118,6 +129,9 @@ def add_build(sub) -> None:
     p.add_argument("--limit", type=number_flag(int, ge=1), metavar="N",
                    help="build only the first N clips of the plan (scenes in spec order); a rerun without it "
                         "builds the rest into the same --out (`matrix-pano plan` shows the plan)")
+    p.add_argument("--max-failures", type=number_flag(int, ge=0), metavar="N",
+                   help="stop the build (non-zero exit) once more than N clips and scenes have failed; work in "
+                        "flight finishes and is committed (default: failures never stop a build)")
     p.set_defaults(func=cmd_build)
 
 

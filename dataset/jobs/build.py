@@ -26,6 +26,20 @@ check, ends without it.
 ``limit`` builds only the first N clips in plan order (scenes in spec order, each scene's trajectories in plan
 order) and plans only the scenes it needs; it changes no clip id and no config hash, so a rerun without it
 builds the rest into the same folder.
+
+``max_failures`` stops the build once more than N clips and scenes have failed: nothing more is dispatched,
+work in flight finishes and open shards are committed, then failures and the manifest are written as usual
+(``counts["stopped"]`` says so). By default failures never stop a build.
+
+``DIR/log.jsonl`` gets one JSON object per line as things happen (appended, so a resumed build adds to it):
+``{"t": unix time, "event": ..., "clip_id": ..., "scene": ..., "worker": ..., "seconds": ..., "error": ...}``
+where ``event`` is ``start`` (a clip is sent to a worker), ``done`` (its shard is committed; ``seconds`` from
+start until rendered), ``retry`` (it failed or its worker died and it is queued again, with the ``error``),
+``failed`` (it has used its attempts) or ``scene_failed`` (a scene could not be checked, loaded or sampled; no
+``clip_id``); ``start``, ``retry`` and ``failed`` also give the clip's ``attempt``. ``worker`` names the
+worker (its UnrealCV endpoint, or ``w1``, ``w2``, ... in start order).
+The end of a build with ``progress`` prints one line per scene (clips committed / planned / failed) and the
+first failure reasons on stderr.
 """
 
 from __future__ import annotations
@@ -69,6 +83,15 @@ WORKER_WAIT_S = 600.0
 ENDPOINT_RETRY_S = 10.0
 """A worker whose UnrealCV instance stopped answering gets work again after this many seconds."""
 
+LOG_FILE = "log.jsonl"
+"""One JSON event per line in the output folder (see the module docstring)."""
+
+SUMMARY_SCENES = 50
+"""Scenes listed one per line at the end of a build; the rest are counted in one line."""
+
+SUMMARY_REASONS = 3
+"""Failure reasons shown at the end of a build (all of them are in ``failures.parquet``)."""
+
 
 class BuildError(JobError):
     """The build cannot start or continue (bad output folder, changed config, unwritable disk)."""
@@ -81,6 +104,10 @@ class _ClipState:
     clip: PlannedClip
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    started: float | None = None
+    """When its latest attempt was sent to a worker."""
+    seconds: float | None = None
+    """Start to rendered of its latest attempt."""
 
 
 def _plan_path(out: Path, source: str) -> Path:
@@ -89,9 +116,10 @@ def _plan_path(out: Path, source: str) -> Path:
 
 def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None, workers: int | None = None,
               overwrite: bool = False, progress: bool = True, checksums: bool = False,
-              limit: int | None = None) -> dict:
+              limit: int | None = None, max_failures: int | None = None) -> dict:
     """Build (or resume) the dataset, or with ``limit`` only its first ``limit`` planned clips; returns the
-    manifest's counts (``clips_planned`` counts the clips of this run: at most ``limit``).
+    manifest's counts (``clips_planned`` counts the clips of this run: at most ``limit``). With ``max_failures``
+    the build stops early once more than that many clips and scenes failed (``counts["stopped"]``).
 
     A write failure (disk full, permissions) stops the build with a BuildError; shards committed
     before it stay valid, and a rerun continues from them. ``checksums`` makes the resume check every
@@ -102,10 +130,13 @@ def run_build(spec: JobSpec, out_dir: str | Path, ray_address: str | None = None
         raise BuildError(f"--workers must be at least 1, got {workers}")
     if limit is not None and limit < 1:
         raise BuildError(f"--limit must be at least 1, got {limit}")
+    if max_failures is not None and max_failures < 0:
+        raise BuildError(f"--max-failures must be at least 0, got {max_failures}")
     _check_renderer(spec, local=ray_address is None)
     try:
         with output_lock(out, "build", error=BuildError):
-            return _run_build(spec, out, ray_address, workers, overwrite, progress, checksums, limit)
+            return _run_build(spec, out, ray_address, workers, overwrite, progress, checksums, limit,
+                              max_failures)
     except OSError as exc:
         raise BuildError(f"cannot write to {out}: {exc.strerror or exc}; committed shards are intact: free space "
                          f"or fix permissions and rerun to continue") from None
@@ -121,9 +152,10 @@ def _check_renderer(spec: JobSpec, local: bool) -> None:
 
 
 def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int | None, overwrite: bool,
-               progress: bool, checksums: bool, limit: int | None) -> dict:
+               progress: bool, checksums: bool, limit: int | None, max_failures: int | None) -> dict:
     prepare_output(out, "build", settings=("config_hash", spec.config_hash()), overwrite=overwrite,
-                   outputs=("shards", "plans", "previews", QUARANTINE, "manifest.json", "failures.parquet"),
+                   outputs=("shards", "plans", "previews", QUARANTINE, "manifest.json", "failures.parquet",
+                            LOG_FILE),
                    folders=("shards", "plans"), error=BuildError)
     quarantined = repair_shards(out, checksums)
     if quarantined and progress:
@@ -132,7 +164,7 @@ def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int |
     removed = remove_debris(out)
     bad = {f"scene:{s}": scene_failure(s, e) for s in spec.scenes
            if (e := scene_problem(s, files=ray_address is None)) is not None}
-    driver = _Driver(spec, out, progress, bad, limit)
+    driver = _Driver(spec, out, progress, bad, limit, max_failures)
     if driver.queue:  # something to plan or render: only now is Ray worth its start-up
         ray = init_ray(ray_address, workers)
         driver.launch(ray, workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
@@ -151,6 +183,7 @@ def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int |
               "rejected": sum(m.get("rejected", 0) for _, m in shards),
               "worker_restarts": driver.restarts, "endpoint_failures": driver.endpoint_failures,
               "debris_removed": len(removed), "quarantined": len(quarantined), "limit": limit,
+              "max_failures": max_failures, "stopped": driver.halted,
               "seconds": round(time.time() - driver.start, 1)}
     manifest = {"spec": spec.model_dump(mode="json"), "config_hash": spec.config_hash(),
                 "versions": _versions(), "counts": counts, "notes": driver.scene_notes}
@@ -160,6 +193,8 @@ def _run_build(spec: JobSpec, out: Path, ray_address: str | None, workers: int |
         manifest["depth_precision"] = ("UnrealCV depth passes through a float16 planar render target: about 0.05 % "
                                        "relative precision (8 cm steps at 100 m), nothing beyond about 600 m")
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    if progress:
+        print("\n".join(driver.summary()), file=sys.stderr)
     return counts
 
 
@@ -170,8 +205,13 @@ class _Driver:
     then makes the shard counter and the workers."""
 
     def __init__(self, spec: JobSpec, out: Path, progress: bool, failures: dict[str, dict],
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, max_failures: int | None = None) -> None:
         self.spec, self.out, self.progress, self.limit = spec, out, progress, limit
+        self.max_failures = max_failures
+        self.halted = False
+        """More than ``max_failures`` failed: nothing more is dispatched."""
+        self.names: dict = {}  # worker -> its name in log.jsonl
+        self.started_workers = 0
         self.committed = committed_clip_ids(out)
         self.states: dict[str, _ClipState] = {}
         self.failures: dict[str, dict] = dict(failures)
@@ -194,7 +234,10 @@ class _Driver:
         for source in spec.scenes:
             if source not in self.plans and (plan := _read_plan(_plan_path(out, source), source)) is not None:
                 self.plans[source] = plan
+        for f in failures.values():
+            self.log("scene_failed", scene=f["scene"], error=f["error"])
         self._release()
+        self._check_failures()
 
     def launch(self, ray, n_workers: int) -> None:
         """Make the shard counter and the workers (Ray is running)."""
@@ -218,8 +261,59 @@ class _Driver:
                 options["resources"] = dict(r.resources)
         self.pool = ActorPool(ray, Worker, options, (spec.model_dump_json(), str(out), self.counter))
         for i in range(len(endpoints) or n_workers):
-            self.pending[self.pool.add(endpoints[i] if endpoints else None)] = set()
+            self._add_worker(self.pool.add(endpoints[i] if endpoints else None))
         self.bar = Progress("build", "clip", self.total(), self.done, self.progress)
+
+    def _add_worker(self, w) -> None:
+        self.pending[w] = set()
+        self.started_workers += 1
+        self.names[w] = self.pool.key.get(w) or f"w{self.started_workers}"
+
+    def log(self, event: str, **fields) -> None:
+        """Append one event to ``log.jsonl`` (flushed at once: the log is current while the build runs)."""
+        with open(self.out / LOG_FILE, "a") as f:
+            f.write(json.dumps({"t": round(time.time(), 3), "event": event, **fields}) + "\n")
+
+    def _log_clip(self, event: str, cid: str, **fields) -> None:
+        st = self.states[cid]
+        self.log(event, clip_id=cid, scene=st.source, **fields)
+
+    def _check_failures(self) -> None:
+        """Stop dispatching once more than ``max_failures`` clips and scenes failed (in-flight work finishes)."""
+        if self.max_failures is not None and len(self.failures) > self.max_failures:
+            self.halted = True
+            self.queue.clear()
+
+    def _show(self) -> None:
+        """Progress in clips: committed ones plus those rendered into open shards."""
+        rendered = sum(len(p) for w, p in self.pending.items() if w in self.pool.ready)
+        self.bar.update_to(self.done + rendered, len(self.failures), self.total())
+
+    def summary(self) -> list[str]:
+        """One line per scene (clips committed / planned / failed of this run) and the first failure reasons."""
+        per: dict[str, list[int]] = {s: [0, 0, 0] for s in self.spec.scenes}
+        for cid, st in self.states.items():
+            per[st.source][0] += cid in self.committed
+            per[st.source][1] += 1
+            per[st.source][2] += cid in self.failures
+        lines = []
+        for source, (committed, planned, failed) in list(per.items())[:SUMMARY_SCENES]:
+            if f"scene:{source}" in self.failures:
+                state = "scene failed"
+            elif source not in self.plans:
+                state = "not planned"
+            else:
+                state = f"{committed}/{planned} clips committed, {failed} failed"
+            lines.append(f"build: {source}: {state}")
+        if len(per) > SUMMARY_SCENES:
+            lines.append(f"build: ... and {len(per) - SUMMARY_SCENES} more scenes")
+        for f in list(self.failures.values())[:SUMMARY_REASONS]:
+            where = f"scene {f['scene']}" if f["clip_id"] is None else f"clip {f['clip_id']} of {f['scene']}"
+            lines.append(f"build: failed: {where}: {' '.join(str(f['error']).split())[:300]}")
+        if self.halted:
+            lines.append(f"build: stopped early: {len(self.failures)} failures exceed --max-failures "
+                         f"{self.max_failures}")
+        return lines
 
     def total(self) -> int:
         """Planned clips plus the clips expected from scenes still being planned (at most the limit)."""
@@ -266,7 +360,10 @@ class _Driver:
                 self.pool.submit(w, "plan", task.source, task=task)
             else:
                 for c in task.clip_ids:
-                    self.states[c].attempts += 1
+                    st = self.states[c]
+                    st.attempts += 1
+                    st.started, st.seconds = time.time(), None
+                    self._log_clip("start", c, worker=self.names.get(w), attempt=st.attempts)
                 self.pool.submit(w, "render", task.source, task.scene_id,
                                  [self.states[c].clip for c in task.clip_ids], task=task)
             self.loaded[w] = task.source
@@ -287,21 +384,32 @@ class _Driver:
                     self.committed.add(c)
                     self.done += 1
                     self.failures.pop(c, None)
-        self.bar.update_to(self.done, len(self.failures), self.total())
+                    if c in self.states:
+                        st = self.states[c]
+                        seconds = st.seconds if st.seconds is not None else time.time() - (st.started or self.start)
+                        self._log_clip("done", c, worker=self.names.get(w), seconds=round(seconds, 3))
+        self._show()
 
-    def _requeue(self, cid: str, front: bool = False) -> None:
+    def _requeue(self, cid: str, front: bool = False, why: str | None = None, worker: str | None = None) -> None:
+        """Queue a clip again (logged as a retry when ``why`` is given); nothing once the build is stopping."""
+        if self.halted:
+            return
         st = self.states[cid]
+        if why is not None:
+            self._log_clip("retry", cid, worker=worker, attempt=st.attempts, error=why)
         task = RenderTask(st.source, st.scene_id, (cid,))
         self.queue.appendleft(task) if front else self.queue.append(task)
 
-    def fail_or_retry(self, cid: str, error: str) -> None:
+    def fail_or_retry(self, cid: str, error: str, worker: str | None = None) -> None:
         st = self.states[cid]
         st.errors.append(error)
         if st.attempts >= self.spec.max_attempts:
             self.failures[cid] = {"clip_id": cid, "scene": st.source, "scene_id": st.scene_id,
                                   "trajectory_id": st.clip.trajectory_id, "attempts": st.attempts, "error": error}
+            self._log_clip("failed", cid, worker=worker, attempt=st.attempts, error=error)
+            self._check_failures()
         else:
-            self._requeue(cid)
+            self._requeue(cid, why=error, worker=worker)
 
     def worker_died(self, w, task, exc: BaseException) -> None:
         """Replace the worker; clips it held that no marker on disk names are queued again."""
@@ -312,29 +420,36 @@ class _Driver:
         self.commit([{"clip_ids": sorted((lost | in_flight) & on_disk)}], w)
         self.loaded.pop(w, None)
         self.down.pop(w, None)
-        self.pending[self.pool.replace(w)] = set()
-        if isinstance(task, PlanTask):
+        name = self.names.pop(w, None)
+        self._add_worker(self.pool.replace(w))
+        if isinstance(task, PlanTask) and not self.halted:
             self.queue.append(task)
         for cid in sorted(in_flight - on_disk):
-            self.fail_or_retry(cid, f"worker died: {type(exc).__name__}")
+            self.fail_or_retry(cid, f"worker died: {type(exc).__name__}", name)
         for cid in sorted(lost - in_flight - on_disk):
-            self._requeue(cid)
+            self._requeue(cid, why=f"worker died before committing its shard: {type(exc).__name__}", worker=name)
 
     def planned(self, result: ScenePlan | PlanFailure) -> None:
         if isinstance(result, PlanFailure):
             self.failures[f"scene:{result.scene}"] = scene_failure(result.scene, result.error)
             self.plans[result.scene] = None
+            self.log("scene_failed", scene=result.scene, error=result.error)
+            self._check_failures()
         else:
             write_atomic(_plan_path(self.out, result.scene), json.dumps(result.to_json()).encode())
             self.scene_notes[result.scene] = result.notes
             self.plans[result.scene] = result
-        self._release()
-        self.bar.update_to(self.done, len(self.failures), self.total())
+        if not self.halted:
+            self._release()
+        self._show()
 
     def rendered(self, w, task: RenderTask, result: RenderResult) -> None:
         self.pending[w].update(result.done)
+        for cid in result.done:
+            st = self.states[cid]
+            st.seconds = time.time() - (st.started or self.start)
         for cid, error in result.failed:
-            self.fail_or_retry(cid, error)
+            self.fail_or_retry(cid, error, self.names.get(w))
         self.commit(result.markers, w)
         if result.endpoint_down is None:
             self.down.pop(w, None)
@@ -348,7 +463,8 @@ class _Driver:
         for cid in task.clip_ids:
             if cid not in handled:
                 self.states[cid].attempts -= 1
-                self._requeue(cid, front=True)
+                self._requeue(cid, front=True, why=f"endpoint down: {result.endpoint_down}",
+                              worker=self.names.get(w))
         if self.pending[w]:
             self.pool.submit(w, "flush", task=FlushTask())
         if result.restarted:
@@ -380,7 +496,7 @@ class _Driver:
             if not isinstance(task, RenderTask):
                 raise f.error
             for cid in task.clip_ids:
-                self.fail_or_retry(cid, f"{type(f.error).__name__}: {f.error}")
+                self.fail_or_retry(cid, f"{type(f.error).__name__}: {f.error}", self.names.get(w))
             return False
         if isinstance(task, PlanTask):
             self.planned(f.value)
