@@ -48,11 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+URI_ARGUMENTS_OK = ("ray_address",)
+"""Arguments whose values are URIs by design (``ray://host:port``)."""
+
+
+def _refuse_uris(args: argparse.Namespace) -> None:
+    """``CliError`` for a path given as a URI (``s3://...``, ``gs://...``): datasets, scenes and models are local
+    paths today, and ``pathlib`` would quietly turn ``s3://bucket`` into a local folder ``s3:/bucket``."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if name not in URI_ARGUMENTS_OK and isinstance(v, str) and "://" in v:
+                raise CliError(f"{v} ({name.replace('_', '-')}): object stores and URLs are not supported yet: give a "
+                               "local path (a bucket mounted as a folder, e.g. with s3fs or gcsfuse, works)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the subcommand's exit status (0 when it returns None). User errors print one line
     on stderr and return 2 (bad flags exit with 2 from argparse)."""
     args = build_parser().parse_args(argv)
     try:
+        _refuse_uris(args)
         status = args.func(args)
     except (CliError, SceneError, ValueError, JobError, FileNotFoundError) as exc:
         print(f"matrix-pano {args.command}: error: {exc}", file=sys.stderr)

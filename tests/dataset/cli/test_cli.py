@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +115,17 @@ def test_an_existing_file_as_out_is_one_line_before_any_work(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is an existing file, not a folder" in err
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args", [["build", str(Path(__file__).parents[3] / "configs/demo.yaml"), "--out",
+                                   "s3://bucket/prefix"],
+                                  ["verify", "gs://bucket/ds"], ["export", "s3://bucket/ds", "--out", "x"]])
+def test_object_store_uris_are_refused_not_made_local_folders(tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "object stores and URLs are not supported yet" in err
+    assert list(tmp_path.iterdir()) == []  # no local folder named s3: or gs:
 
 
 def test_broken_yaml_names_the_file_and_line(tmp_path, capsys):
