@@ -67,3 +67,14 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if ray is not None and ray.is_initialized():
         ray.shutdown()
     atexit.register(faulthandler.enable, sys.__stderr__, all_threads=True)
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """``s3://BUCKET`` on a real S3-protocol server on 127.0.0.1 (moto's, one per session; see s3_server)."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from s3_server import s3_server
+
+    with s3_server() as url:
+        yield url

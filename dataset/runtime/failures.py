@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataset.store.fs import Location, location, read_parquet
 from dataset.store.shards import committed_clip_ids, write_atomic
 
 FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("scene", pa.string()), ("scene_id", pa.string()),
@@ -24,15 +23,15 @@ def scene_failure(source: str, error: str) -> dict:
     return {"clip_id": None, "scene": source, "scene_id": None, "trajectory_id": None, "attempts": 1, "error": error}
 
 
-def read_failures(out: str | Path) -> list[dict]:
+def read_failures(out: str | Location) -> list[dict]:
     """The rows of ``out/failures.parquet`` (none when it does not exist)."""
-    path = Path(out) / "failures.parquet"
-    return pq.read_table(path).to_pylist() if path.exists() else []
+    path = location(out) / "failures.parquet"
+    return read_parquet(path).to_pylist() if path.exists() else []
 
 
-def write_failures(out: str | Path, failures: dict[str, dict]) -> None:
+def write_failures(out: str | Location, failures: dict[str, dict]) -> None:
     """Merge this run's failures with earlier ones whose clips are still not committed; write atomically."""
-    path = Path(out) / "failures.parquet"
+    path = location(out) / "failures.parquet"
     rows = {failure_key(r): r for r in read_failures(out)}
     rows.update(failures)
     done = committed_clip_ids(out)

@@ -1,13 +1,16 @@
 """Reading a built dataset: committed shards only, clips with decoded frames, depth and poses, and
 ``verify`` (every committed shard checked against its marker's size and checksum, the schema and its rows).
 
-One-liners for other tools (committed shards are ``shards/part-*.parquet`` with a ``.json`` beside them;
-a finished build leaves no other ``part-*.parquet`` files)::
+``DIR`` may be a local folder or any fsspec URL (``s3://bucket/prefix``; see ``store.fs``). One-liners for other
+tools (committed shards are ``shards/part-*.parquet`` with a ``.json`` beside them; a finished build leaves no
+other ``part-*.parquet`` files; ``committed_files(DIR)`` lists exactly the committed ones, for a dataset that a
+build may be writing right now)::
 
-    pandas:   pd.read_parquet(sorted(glob.glob("DIR/shards/part-*.parquet")), columns=["clip_id", "status"])
+    pandas:   pd.read_parquet(committed_files(DIR), columns=["clip_id", "status"])
     DuckDB:   duckdb.sql("SELECT status, count(*) FROM 'DIR/shards/part-*.parquet' GROUP BY status")
-    Ray Data: ray.data.read_parquet("DIR/shards", file_extensions=["parquet"])
-    HF:       datasets.load_dataset("parquet", data_files="DIR/shards/part-*.parquet", split="train")
+              (on S3: DuckDB's httpfs with CREATE SECRET, or con.register_filesystem(s3fs.S3FileSystem()))
+    Ray Data: ray.data.read_parquet(committed_files(DIR))
+    HF:       datasets.load_dataset("parquet", data_files=committed_files(DIR), split="train")
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from dataset.core.codecs import decode_depth, decode_mp4
 from dataset.core.conventions import rows_to_poses
+from dataset.store.fs import Location, location, parquet_file, read_parquet
 from dataset.store.shards import SCHEMA, scan_shards
 
 LIGHT_COLUMNS = [f.name for f in SCHEMA if f.name not in ("rgb_mp4", "depth")]
@@ -54,18 +56,21 @@ class Clip:
 
 
 class PanoDataset:
-    """A dataset folder written by ``matrix-pano build`` (only committed shards are visible)."""
+    """A dataset folder written by ``matrix-pano build``, local or on a store (only committed shards are
+    visible)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not (self.path / "shards").is_dir():
-            raise FileNotFoundError(f"{self.path} is not a Matrix-Pano dataset (no shards/ folder)")
+    def __init__(self, path: str | Location) -> None:
+        self.path = location(path)
         scan = scan_shards(self.path)
+        if not scan.committed and not scan.damaged and not (self.path / "shards").is_dir():
+            raise FileNotFoundError(f"{self.path} is not a Matrix-Pano dataset (no shards/ folder)")
         if scan.damaged:
             name, problem = scan.damaged[0]
             warnings.warn(f"{self.path}: {len(scan.damaged)} damaged shards are skipped ({name}: {problem}); rerun "
                           f"the build on this folder to repair them, `matrix-pano verify` lists them", stacklevel=2)
         self.shards = [p for p, _ in scan.committed]
+        self.markers = [m for _, m in scan.committed]
+        """The commit marker of each shard (clip ids, rows, bytes, checksums)."""
 
     def table(self, columns: list[str] | None = None, status: str | None = None,
               scene: str | None = None) -> pa.Table:
@@ -73,19 +78,25 @@ class PanoDataset:
         cols = columns or LIGHT_COLUMNS
         if not self.shards:
             return SCHEMA.empty_table().select(cols)
-        table = pa.concat_tables([pq.read_table(p, columns=cols) for p in self.shards])
+        table = pa.concat_tables([read_parquet(p, columns=cols) for p in self.shards])
         return filter_rows(table, status, scene)
 
     def clips(self, status: str | None = None, scene: str | None = None) -> Iterator[Clip]:
         """Clips one row group at a time, optionally only one status or scene (string or scene id)."""
         for path in self.shards:
-            f = pq.ParquetFile(path)
+            f = parquet_file(path)
             for g in range(f.num_row_groups):
                 for row in filter_rows(f.read_row_group(g), status, scene).to_pylist():
                     yield Clip(row)
 
     def __len__(self) -> int:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.shards)
+        return sum(m["rows"] for m in self.markers)
+
+
+def committed_files(path: str | Location) -> list[str]:
+    """The committed shard files of a dataset as strings (local paths or URLs), for tools that take file lists
+    (pandas, Ray Data, HF ``datasets``, DuckDB's ``read_parquet([...])``)."""
+    return [str(p) for p, _ in scan_shards(location(path)).committed]
 
 
 def filter_rows(table: pa.Table, status: str | None, scene: str | None) -> pa.Table:
@@ -99,7 +110,7 @@ def filter_rows(table: pa.Table, status: str | None, scene: str | None) -> pa.Ta
     return table
 
 
-def verify_dataset(path: str | Path, decode: bool = True) -> list[str]:
+def verify_dataset(path: str | Location, decode: bool = True) -> list[str]:
     """Problems found in the shards (empty list = all good), each naming its shard.
 
     Every marker is checked (shape, own checksum, the shard's size and SHA-256), every intact shard is read
@@ -107,7 +118,7 @@ def verify_dataset(path: str | Path, decode: bool = True) -> list[str]:
     depth), and clips held by two shards are reported. Files without a marker are not committed and not
     checked (debris of an interrupted writer; the next build removes them). A shard that fails to read is
     one problem, never an exception."""
-    path = Path(path)
+    path = location(path)
     scan = scan_shards(path, checksums=True)
     problems = [f"{name}: {problem}" for name, problem in scan.damaged]
     if not scan.committed and not problems:
@@ -120,9 +131,9 @@ def verify_dataset(path: str | Path, decode: bool = True) -> list[str]:
     return problems
 
 
-def _check_shard(parquet: Path, marker: dict, decode: bool) -> list[str]:
+def _check_shard(parquet: Location, marker: dict, decode: bool) -> list[str]:
     where = parquet.name
-    f = pq.ParquetFile(parquet)
+    f = parquet_file(parquet)
     if not f.schema_arrow.equals(SCHEMA):
         return [f"{where}: schema differs from the dataset schema"]
     out = []

@@ -1,11 +1,19 @@
 """Parquet shards of clips: the schema, an atomic shard writer and the committed-shard index.
 
-Commit protocol (exactly-once with retries): a writer streams rows into ``shards/.tmp-*.parquet``;
-``commit`` closes and fsyncs it, hashes it, renames it to ``shards/part-NNNNN.parquet``, fsyncs the
-folder, then writes ``part-NNNNN.json`` the same way. The marker is the commit point: it records the
-shard's clip ids, stats, size in bytes and SHA-256, and a SHA-256 of its own content. Readers, ``verify``
-and resumed builds only see shards whose marker is intact and whose size matches it (``scan_shards``;
-the checksum too when asked); a parquet file without a marker is debris of an interrupted writer.
+Commit protocol (exactly-once with retries), the same on a local disk and an object store (``store.fs``): a
+writer streams rows into a local temporary file (``shards/.tmp-*.parquet`` for a local dataset, a spool
+folder for a remote one); ``commit`` closes and fsyncs it, hashes it and publishes it as
+``shards/part-NNNNN.parquet`` (a rename locally; on a store one whole upload, a completed multipart upload
+for big shards, so no reader ever sees part of it), then writes ``part-NNNNN.json`` the same way. The marker
+is the commit point: it records the shard's clip ids, stats, size in bytes and SHA-256, and a SHA-256 of its
+own content. Readers, ``verify`` and resumed builds only see shards whose marker is intact and whose size
+matches it (``scan_shards``; the checksum too when asked); a parquet file without a marker is debris of an
+interrupted writer, removed by the next build (``remove_debris``).
+
+Shard numbers are never reused: within a build a counter hands them out, and both the shard and its marker
+are published with ``exclusive`` (on S3 a conditional write, ``If-None-Match: *``), so a second writer that
+somehow drew the same number gets FileExistsError instead of replacing a committed shard.
+
 A damaged or duplicate shard is moved aside into ``quarantine/``, never deleted (``repair_shards``), so
 that the next build renders its clips again.
 """
@@ -16,12 +24,27 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from dataset.store.fs import (
+    Location,
+    is_remote,
+    listing,
+    location,
+    make_folder,
+    move,
+    parquet_file,
+    publish,
+    read_many,
+    sha256_of,
+    write_whole,
+)
 
 SCORE_NAMES = ("detail", "dark_fraction", "saturated_fraction", "void_fraction", "near_fraction", "mean_depth",
                "depth_invalid_fraction", "path_length_m", "rotation_deg", "flow_px")
@@ -48,32 +71,14 @@ QUARANTINE = "quarantine"
 """Folder (beside ``shards/``) that damaged and duplicate shards are moved into."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_atomic(path: str | Location, data: bytes) -> None:
+    """Write bytes to ``path`` so that readers see all or nothing (``store.fs.write_whole``)."""
+    write_whole(location(path), data)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file, fsync and rename (readers see all or nothing)."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Location) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_of(location(path))
 
 
 def _marker_digest(marker: dict) -> str:
@@ -83,9 +88,9 @@ def _marker_digest(marker: dict) -> str:
 
 
 def build_marker(parquet: Path, rows: list[dict], name: str | None = None) -> dict:
-    """The commit marker of shard file ``parquet`` (to be published as ``name``, default its own name) holding
-    ``rows`` (clip_id, scene_id, status, num_frames each): ids, stats, the file's size and SHA-256, and the
-    marker's own SHA-256."""
+    """The commit marker of local shard file ``parquet`` (to be published as ``name``, default its own name)
+    holding ``rows`` (clip_id, scene_id, status, num_frames each): ids, stats, the file's size and SHA-256, and
+    the marker's own SHA-256."""
     statuses = [r["status"] for r in rows]
     marker = {"shard": name or parquet.name, "rows": len(rows), "bytes": parquet.stat().st_size,
               "sha256": file_sha256(parquet), "clip_ids": [r["clip_id"] for r in rows],
@@ -95,28 +100,41 @@ def build_marker(parquet: Path, rows: list[dict], name: str | None = None) -> di
     return marker
 
 
-def _publish(tmp: Path, shard_dir: Path, number: int, rows: list[dict]) -> dict:
-    """Rename a complete, fsynced temporary shard to ``part-{number:05d}.parquet`` and write its marker."""
+def _publish(tmp: Path, shard_dir: Location, number: int, rows: list[dict]) -> dict:
+    """Publish a complete, fsynced local temporary shard as ``part-{number:05d}.parquet``, then its marker."""
     final = shard_dir / f"part-{number:05d}.parquet"
-    if final.exists():
-        raise FileExistsError(f"{final} already exists: shard numbers must be unique")
     marker = build_marker(tmp, rows, final.name)
-    os.replace(tmp, final)
-    _fsync_dir(shard_dir)
-    write_atomic(final.with_suffix(".json"), json.dumps(marker, indent=1).encode())
+    try:
+        publish(tmp, final, exclusive=True)
+        write_whole(final.with_suffix(".json"), json.dumps(marker, indent=1).encode(), exclusive=True)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise FileExistsError(f"{final} already exists: shard numbers must be unique (is another build writing "
+                              f"{shard_dir.parent}?)") from None
     return marker
 
 
-def commit_table(shard_dir: Path, number: int, table: pa.Table, rows_per_group: int = 4,
+def _spool(shard_dir: Location) -> Path:
+    """Where a writer's temporary shard goes: ``shards/`` itself locally; a local spool folder for a store
+    (``MATRIX_PANO_SPOOL``, default the system's temporary folder)."""
+    if not is_remote(shard_dir):
+        return shard_dir
+    spool = Path(os.environ.get("MATRIX_PANO_SPOOL") or tempfile.gettempdir()) / "matrix-pano-spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    return spool
+
+
+def commit_table(shard_dir: str | Location, number: int, table: pa.Table, rows_per_group: int = 4,
                  schema: pa.Schema = SCHEMA) -> dict:
-    """Write a whole table as committed shard ``number`` (temporary file, fsync, rename, marker). ``schema`` is
+    """Write a whole table as committed shard ``number`` (temporary file, fsync, publish, marker). ``schema`` is
     the dataset's by default; companion shards (e.g. a latent cache) give their own, with at least the marker's
     ``clip_id``, ``scene_id``, ``status`` and ``num_frames`` columns."""
     if not table.schema.equals(schema):
         raise ValueError("table does not have the dataset schema" if schema is SCHEMA else
                          "table does not have the shard schema")
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    tmp = shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+    shard_dir = location(shard_dir)
+    make_folder(shard_dir)
+    tmp = _spool(shard_dir) / f".tmp-{uuid.uuid4().hex}.parquet"
     with open(tmp, "wb") as f:
         pq.write_table(table, f, row_group_size=rows_per_group, compression="none",
                        use_dictionary=["scene", "status"])
@@ -130,12 +148,12 @@ class ShardWriter:
     """Streams clip rows into one shard; ``commit`` makes it visible atomically. ``schema`` as in
     ``commit_table``."""
 
-    def __init__(self, shard_dir: Path, rows_per_group: int = 4, schema: pa.Schema = SCHEMA) -> None:
-        self.shard_dir = Path(shard_dir)
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, shard_dir: str | Location, rows_per_group: int = 4, schema: pa.Schema = SCHEMA) -> None:
+        self.shard_dir = location(shard_dir)
+        make_folder(self.shard_dir)
         self.rows_per_group = rows_per_group
         self.schema = schema
-        self.tmp = self.shard_dir / f".tmp-{uuid.uuid4().hex}.parquet"
+        self.tmp = _spool(self.shard_dir) / f".tmp-{uuid.uuid4().hex}.parquet"
         self._file = open(self.tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, schema, compression="none", use_dictionary=["scene", "status"])
         self._pending: list[dict] = []
@@ -183,26 +201,21 @@ class ShardWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def read_manifest(folder: str | Path) -> dict:
+def read_manifest(folder: str | Location) -> dict:
     """A dataset folder's ``manifest.json`` ({} when it has none)."""
-    path = Path(folder) / "manifest.json"
+    path = location(folder) / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def rows_per_group(shard: str | Path) -> int:
+def rows_per_group(shard: str | Location) -> int:
     """The row-group size a shard was written with (derived jobs keep it)."""
-    metadata = pq.ParquetFile(shard).metadata
+    metadata = parquet_file(location(shard)).metadata
     return max(1, metadata.row_group(0).num_rows) if metadata.num_row_groups else 1
 
 
-def is_inside(folder: str | Path, other: str | Path) -> bool:
-    """Whether ``other`` is ``folder`` or lies under it (an output must never go into its input dataset)."""
-    folder, other = Path(folder).resolve(), Path(other).resolve()
-    return other == folder or folder in other.parents
-
-
-def marker_problem(parquet: Path, marker: object) -> str | None:
+def marker_problem(parquet: Location, marker: object, size: int | None = None) -> str | None:
     """Why ``marker`` is not an intact commit record of ``parquet`` (cheap: the shard is not read); None if it is.
+    ``size`` is the shard's size when the caller has listed it (-1: it does not exist); else it is looked up.
 
     Markers written before checksums existed (no ``sha256``, no ``marker_sha256``) are checked for shape
     and size only."""
@@ -219,9 +232,10 @@ def marker_problem(parquet: Path, marker: object) -> str | None:
     if "sha256" in marker or "marker_sha256" in marker:
         if marker.get("marker_sha256") != _marker_digest(marker) or not isinstance(marker.get("sha256"), str):
             return "marker content does not match its own checksum"
-    if not parquet.exists():
+    if size is None:
+        size = parquet.stat().st_size if parquet.exists() else -1
+    if size < 0:
         return "marker without its parquet file"
-    size = parquet.stat().st_size
     if size != marker["bytes"]:
         return f"size {size} bytes differs from the marker's {marker['bytes']} (truncated or overwritten)"
     return None
@@ -231,30 +245,33 @@ def marker_problem(parquet: Path, marker: object) -> str | None:
 class ShardScan:
     """What ``shards/`` holds: intact committed shards and damaged ones (with the reason)."""
 
-    committed: list[tuple[Path, dict]] = field(default_factory=list)
+    committed: list[tuple[Location, dict]] = field(default_factory=list)
     """(parquet path, marker) of every intact committed shard, by number; a clip is in at most one."""
     damaged: list[tuple[str, str]] = field(default_factory=list)
     """(shard file name, problem): bad or orphaned markers, size or checksum mismatches, duplicates."""
 
 
-def scan_shards(out_dir: str | Path, checksums: bool = False) -> ShardScan:
+def scan_shards(out_dir: str | Location, checksums: bool = False) -> ShardScan:
     """Check every marker of ``out_dir/shards`` (and each shard's SHA-256 when ``checksums``).
 
-    A shard holding a clip that an earlier intact shard holds too is reported as a duplicate."""
-    shard_dir = Path(out_dir) / "shards"
+    One listing of the folder gives every size; the markers are read together (concurrently on a store). A
+    shard holding a clip that an earlier intact shard holds too is reported as a duplicate."""
+    shard_dir = location(out_dir) / "shards"
     scan = ShardScan()
     owner: dict[str, str] = {}
-    for marker_path in sorted(shard_dir.glob("part-*.json")):
-        parquet = marker_path.with_suffix(".parquet")
-        if not SHARD_RE.match(parquet.name):
-            continue
-        name = parquet.name
+    files = listing(shard_dir, "part-")
+    names = sorted(n for n in files if n.endswith(".json") and SHARD_RE.match(n[: -len(".json")] + ".parquet"))
+    for name_json, data in zip(names, read_many([shard_dir / n for n in names]), strict=True):
+        name = name_json[: -len(".json")] + ".parquet"
+        parquet = shard_dir / name
         try:
-            marker = json.loads(marker_path.read_text())
+            if isinstance(data, OSError):
+                raise data
+            marker = json.loads(data)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             scan.damaged.append((name, f"marker unreadable ({type(exc).__name__})"))
             continue
-        problem = marker_problem(parquet, marker)
+        problem = marker_problem(parquet, marker, files.get(name, -1))
         if problem is None and checksums and "sha256" in marker and file_sha256(parquet) != marker["sha256"]:
             problem = "content differs from the marker's SHA-256 (corrupted bytes)"
         if problem is None:
@@ -273,7 +290,7 @@ class ShardDamagedError(ValueError):
     """A committed shard's bytes do not match its marker (names the shard and how to repair it)."""
 
 
-def read_committed_table(parquet: Path, marker: dict, columns: list[str] | None = None) -> pa.Table:
+def read_committed_table(parquet: Location, marker: dict, columns: list[str] | None = None) -> pa.Table:
     """A committed shard's rows, its bytes checked against the marker's SHA-256 as they are read (one read)."""
     data = parquet.read_bytes()
     if "sha256" in marker and hashlib.sha256(data).hexdigest() != marker["sha256"]:
@@ -282,53 +299,56 @@ def read_committed_table(parquet: Path, marker: dict, columns: list[str] | None 
     return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
-def committed_shards(out_dir: str | Path) -> list[tuple[Path, dict]]:
+def committed_shards(out_dir: str | Location) -> list[tuple[Location, dict]]:
     """(parquet path, marker) of every intact committed shard (cheap check, see ``scan_shards``), sorted."""
     return scan_shards(out_dir).committed
 
 
-def committed_clip_ids(out_dir: str | Path) -> set[str]:
+def committed_clip_ids(out_dir: str | Location) -> set[str]:
     """Ids of every clip in an intact committed shard."""
     return {cid for _, marker in committed_shards(out_dir) for cid in marker["clip_ids"]}
 
 
-def next_shard_number(out_dir: str | Path) -> int:
+def next_shard_number(out_dir: str | Location) -> int:
     """One more than the highest shard number in ``shards/`` or ``quarantine/`` (committed or not)."""
-    out = Path(out_dir)
-    numbers = [int(m.group(1)) for folder in ("shards", QUARANTINE) for p in (out / folder).glob("part-*")
-               if (m := re.match(r"^part-(\d{5,})\.", p.name))]
+    out = location(out_dir)
+    numbers = [int(m.group(1)) for folder in ("shards", QUARANTINE) for name in listing(out / folder, "part-")
+               if (m := re.match(r"^part-(\d{5,})\.", name))]
     return max(numbers, default=-1) + 1
 
 
-def repair_shards(out_dir: str | Path, checksums: bool = False) -> list[str]:
+def repair_shards(out_dir: str | Location, checksums: bool = False) -> list[str]:
     """Move every damaged or duplicate shard (parquet and marker) into ``quarantine/``; returns one line per
     shard moved (its name and problem).
 
     Nothing is deleted: a name already in quarantine gets a ``.N`` suffix. The clips of a moved shard are
     no longer committed, so a resumed build renders them again."""
-    out = Path(out_dir)
+    out = location(out_dir)
     moved = []
     for name, problem in scan_shards(out, checksums).damaged:
-        (out / QUARANTINE).mkdir(exist_ok=True)
-        parquet = out / "shards" / name
-        for path in (parquet, parquet.with_suffix(".json")):
-            if path.exists():
-                target, n = out / QUARANTINE / path.name, 0
-                while target.exists():
+        make_folder(out / QUARANTINE)
+        present = listing(out / "shards", name.removesuffix(".parquet"))
+        taken = set(listing(out / QUARANTINE))
+        for file in (name, name.removesuffix(".parquet") + ".json"):
+            if file in present:
+                target, n = file, 0
+                while target in taken:
                     n += 1
-                    target = out / QUARANTINE / f"{path.name}.{n}"
-                os.replace(path, target)
-        _fsync_dir(out / "shards")
+                    target = f"{file}.{n}"
+                taken.add(target)
+                move(out / "shards" / file, out / QUARANTINE / target)
         moved.append(f"{name} ({problem})")
     return moved
 
 
-def remove_debris(out_dir: str | Path) -> list[str]:
+def remove_debris(out_dir: str | Location) -> list[str]:
     """Delete temporary files and shards without a marker (left by interrupted writers); returns their names."""
-    shard_dir = Path(out_dir) / "shards"
+    shard_dir = location(out_dir) / "shards"
+    files = listing(shard_dir)
     removed = []
-    for p in list(shard_dir.glob(".tmp-*")) + list(shard_dir.glob("part-*.parquet")):
-        if p.name.startswith(".tmp-") or not p.with_suffix(".json").exists():
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
+    for name in sorted(files):
+        if name.startswith(".tmp-") or (name.startswith("part-") and name.endswith(".parquet")
+                                        and name.removesuffix(".parquet") + ".json" not in files):
+            (shard_dir / name).unlink(missing_ok=True)
+            removed.append(name)
     return removed
