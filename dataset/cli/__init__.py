@@ -53,14 +53,17 @@ URI_ARGUMENTS_OK = ("ray_address",)
 
 
 def _refuse_uris(args: argparse.Namespace) -> None:
-    """``CliError`` for a path given as a URI (``s3://...``, ``gs://...``): datasets, scenes and models are local
-    paths today, and ``pathlib`` would quietly turn ``s3://bucket`` into a local folder ``s3:/bucket``."""
+    """``CliError`` for a URL (``s3://...``) given where a command takes only a local path. Commands that read or
+    write datasets on object stores name those arguments with ``set_defaults(url_args=(...))``; elsewhere
+    ``pathlib`` would quietly turn ``s3://bucket`` into a local folder ``s3:/bucket``."""
+    allowed = set(URI_ARGUMENTS_OK) | set(getattr(args, "url_args", ()))
     for name, value in vars(args).items():
         values = value if isinstance(value, list | tuple) else [value]
         for v in values:
-            if name not in URI_ARGUMENTS_OK and isinstance(v, str) and "://" in v:
-                raise CliError(f"{v} ({name.replace('_', '-')}): object stores and URLs are not supported yet: give a "
-                               "local path (a bucket mounted as a folder, e.g. with s3fs or gcsfuse, works)")
+            if name not in allowed and isinstance(v, str) and "://" in v:
+                raise CliError(f"{v} ({name.replace('_', '-')}): this argument takes a local path, not a URL "
+                               "(datasets may be on object stores; models, scenes given here and other files "
+                               "must be local)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,9 +32,17 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def output_folder(path: str, flag: str = "--out") -> Path:
+def output_folder(path: str, flag: str = "--out"):
     """``path`` as the output folder of a command, checked before any work starts: ``CliError`` when it is an
-    existing file (or lies under one)."""
+    existing file (or lies under one). A URL (a dataset on an object store) is returned as its location
+    (``store.fs.location``); ``CliError`` when its filesystem package is missing."""
+    from dataset.store.fs import is_url, location
+
+    if is_url(path):
+        try:
+            return location(path)
+        except ValueError as exc:
+            raise CliError(f"{flag} {exc}") from None
     out = Path(path)
     for p in (out, *out.parents):
         if p.exists():
