@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,14 +116,14 @@ def test_an_existing_file_as_out_is_one_line_before_any_work(tmp_path, capsys, a
     assert (tmp_path / "taken").read_text() == "mine"
 
 
-@pytest.mark.parametrize("args", [["build", str(Path(__file__).parents[3] / "configs/demo.yaml"), "--out",
-                                   "s3://bucket/prefix"],
-                                  ["verify", "gs://bucket/ds"], ["export", "s3://bucket/ds", "--out", "x"]])
-def test_object_store_uris_are_refused_not_made_local_folders(tmp_path, monkeypatch, capsys, args):
+@pytest.mark.parametrize("args", [["render", "procedural:room:4x4x3", "--out", "s3://bucket/prefix"],
+                                  ["sample", "gs://bucket/scene.glb", "--out", "o"],
+                                  ["guidance", "--panorama", "s3://b/p.png", "--depth", "d.npy", "--out", "o"]])
+def test_urls_where_a_local_path_is_needed_are_refused_not_made_local_folders(tmp_path, monkeypatch, capsys, args):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "object stores and URLs are not supported yet" in err
+    assert err.count("\n") == 1 and "takes a local path, not a URL" in err
     assert list(tmp_path.iterdir()) == []  # no local folder named s3: or gs:
 
 
